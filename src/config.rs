@@ -1,0 +1,173 @@
+//! Model configuration: which cell, which sizes.
+
+use crate::error::{Error, Result};
+
+/// The recurrent cell.
+///
+/// Elman cells compute `h' = act(W_ih x + b_ih + W_hh h + b_hh)` exactly as PyTorch's
+/// `nn.RNN(nonlinearity=...)`. Gated cells (LSTM, GRU) are planned and will be added as new
+/// variants, so matches on this enum need a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cell {
+    /// Elman cell with `tanh`: `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnTanh,
+    /// Elman cell with `relu`: `h' = max(0, W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnRelu,
+}
+
+impl Cell {
+    /// Number of gates `G`: the weights hold `G·H` rows (1 for Elman cells).
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::RnnTanh | Cell::RnnRelu => 1,
+        }
+    }
+
+    /// PyTorch's `nonlinearity` string for Elman cells.
+    pub fn nonlinearity(self) -> &'static str {
+        match self {
+            Cell::RnnTanh => "tanh",
+            Cell::RnnRelu => "relu",
+        }
+    }
+
+    /// Parses PyTorch's `nonlinearity` argument (`"tanh"` or `"relu"`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for any other string.
+    pub fn from_nonlinearity(s: &str) -> Result<Self> {
+        match s {
+            "tanh" => Ok(Cell::RnnTanh),
+            "relu" => Ok(Cell::RnnRelu),
+            other => Err(Error::config(format!(
+                "nonlinearity: expected \"tanh\" or \"relu\", found {other:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::RnnTanh => f.write_str("rnn_tanh"),
+            Cell::RnnRelu => f.write_str("rnn_relu"),
+        }
+    }
+}
+
+/// The shape of a recurrent stack, with PyTorch's meaning for every field.
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::{Cell, RnnConfig};
+/// let cfg = RnnConfig::new(Cell::RnnTanh, 10, 20).layers(2).bidirectional(true);
+/// assert_eq!(cfg.directions(), 2);
+/// assert_eq!(cfg.layer_input_size(1), 40); // D·H feeds the layer above
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RnnConfig {
+    /// The recurrent cell.
+    pub cell: Cell,
+    /// Features per time step of the input, `I`.
+    pub input_size: usize,
+    /// Features of the hidden state, `H`.
+    pub hidden_size: usize,
+    /// Number of stacked layers, `L >= 1`.
+    pub num_layers: usize,
+    /// Whether each layer also runs in reverse time (`D = 2`).
+    pub bidirectional: bool,
+    /// Whether the layers have `b_ih` and `b_hh`.
+    pub bias: bool,
+}
+
+impl RnnConfig {
+    /// One layer, one direction, with bias.
+    pub fn new(cell: Cell, input_size: usize, hidden_size: usize) -> Self {
+        RnnConfig {
+            cell,
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: false,
+            bias: true,
+        }
+    }
+
+    /// Sets `num_layers`.
+    pub fn layers(mut self, num_layers: usize) -> Self {
+        self.num_layers = num_layers;
+        self
+    }
+
+    /// Sets `bidirectional`.
+    pub fn bidirectional(mut self, bidirectional: bool) -> Self {
+        self.bidirectional = bidirectional;
+        self
+    }
+
+    /// Sets `bias`.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Number of directions `D` (1 or 2).
+    pub fn directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Input features of layer `layer`: `I` for layer 0, `D·H` above.
+    pub fn layer_input_size(&self, layer: usize) -> usize {
+        if layer == 0 {
+            self.input_size
+        } else {
+            self.directions() * self.hidden_size
+        }
+    }
+
+    /// Output features per step, `D·H`.
+    pub fn output_size(&self) -> usize {
+        self.directions() * self.hidden_size
+    }
+
+    /// Checks that every size is at least 1.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field that is zero.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("input_size", self.input_size),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+        ] {
+            if v == 0 {
+                return Err(Error::config(format!("{name}: expected >= 1, found 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// PyTorch's parameter names for layer `layer`, direction `dir`:
+    /// `(weight_ih, weight_hh, bias_ih, bias_hh)`, e.g. `weight_ih_l1_reverse`.
+    pub fn param_names(&self, layer: usize, dir: usize) -> [String; 4] {
+        let suffix = if dir == 1 { "_reverse" } else { "" };
+        [
+            format!("weight_ih_l{layer}{suffix}"),
+            format!("weight_hh_l{layer}{suffix}"),
+            format!("bias_ih_l{layer}{suffix}"),
+            format!("bias_hh_l{layer}{suffix}"),
+        ]
+    }
+
+    /// Forward FLOPs of one pass over `t` steps of batch `b`: `Σ_layers 2·T·B·D·G·H·(I_l + H)`.
+    pub fn forward_flops(&self, t: usize, b: usize) -> f64 {
+        let g = self.cell.gates();
+        (0..self.num_layers)
+            .map(|l| {
+                2.0 * (t * b * self.directions() * g * self.hidden_size) as f64
+                    * (self.layer_input_size(l) + self.hidden_size) as f64
+            })
+            .sum()
+    }
+}

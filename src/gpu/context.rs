@@ -1,0 +1,362 @@
+//! Adapter and device selection, limits, and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{self, Kernel};
+
+/// How to choose an adapter. Unset fields fall back to wgpu's environment variables
+/// (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`), then to wgpu's defaults.
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::gpu::AdapterOptions;
+/// let opts = AdapterOptions { backends: Some("vulkan,gl".into()), ..Default::default() };
+/// assert!(opts.resolved_backends().contains(wgpu::Backends::GL));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct AdapterOptions {
+    /// Backends to search, as `WGPU_BACKEND` spells them: `vulkan`, `metal`, `dx12`, `gl`,
+    /// comma separated.
+    pub backends: Option<String>,
+    /// Pick the first adapter whose name contains this (case-insensitive), as
+    /// `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
+    /// `low`, `high` or `none`, as `WGPU_POWER_PREF`.
+    pub power_preference: Option<String>,
+}
+
+impl AdapterOptions {
+    /// The backends these options select: the field, else `WGPU_BACKEND`, else all.
+    pub fn resolved_backends(&self) -> wgpu::Backends {
+        match &self.backends {
+            Some(s) => wgpu::Backends::from_comma_list(s),
+            None => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+        }
+    }
+
+    fn resolved_name(&self) -> Option<String> {
+        self.adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn resolved_power(&self) -> Result<wgpu::PowerPreference> {
+        match self.power_preference.as_deref() {
+            None => Ok(wgpu::PowerPreference::from_env().unwrap_or_default()),
+            Some("low") => Ok(wgpu::PowerPreference::LowPower),
+            Some("high") => Ok(wgpu::PowerPreference::HighPerformance),
+            Some("none") => Ok(wgpu::PowerPreference::None),
+            Some(other) => Err(Error::config(format!(
+                "power preference: expected low, high or none, found {other:?}"
+            ))),
+        }
+    }
+
+    fn instance(&self) -> wgpu::Instance {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = self.resolved_backends();
+        wgpu::Instance::new(desc)
+    }
+}
+
+/// Lists every adapter the selected backends offer.
+pub fn list_adapters(opts: &AdapterOptions) -> Vec<wgpu::AdapterInfo> {
+    let instance = opts.instance();
+    pollster::block_on(instance.enumerate_adapters(opts.resolved_backends()))
+        .iter()
+        .map(wgpu::Adapter::get_info)
+        .collect()
+}
+
+/// The limits this engine asks of a device: WebGPU's downlevel defaults, with the storage
+/// buffer count our kernels bind, and buffer sizes raised to what the adapter offers so
+/// that large models fit. Every value is clamped to the adapter's.
+fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits> {
+    let mut want = wgpu::Limits::downlevel_defaults();
+    want.max_storage_buffers_per_shader_stage = kernels::MAX_STORAGE_BINDINGS;
+    want.max_dynamic_uniform_buffers_per_pipeline_layout = 1;
+    want.max_compute_invocations_per_workgroup = kernels::MAX_INVOCATIONS;
+    want.max_compute_workgroup_size_x = kernels::MAX_INVOCATIONS;
+    want.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
+    want.max_buffer_size = adapter.max_buffer_size;
+    want.max_compute_workgroups_per_dimension = adapter.max_compute_workgroups_per_dimension;
+    let mut short = None;
+    want.check_limits_with_fail_fn(adapter, true, |name, needed, max| {
+        short = Some(Error::Limit {
+            what: "device".into(),
+            limit: name,
+            needed,
+            max,
+        })
+    });
+    match short {
+        Some(e) => Err(e),
+        None => Ok(want),
+    }
+}
+
+type PipelineCache = HashMap<Kernel, Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>>;
+
+/// An open GPU device: the adapter, device, queue, granted limits and a pipeline cache.
+/// Share it between models with `Arc`.
+pub struct GpuContext {
+    adapter: wgpu::Adapter,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pipelines: Mutex<PipelineCache>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Opens a device on the adapter that `opts` selects (see [`AdapterOptions`]).
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] with installation advice when nothing matches,
+    /// [`Error::Limit`] when the adapter lacks a limit the kernels need,
+    /// [`Error::Device`] when the device cannot be opened.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use wgpu_rnn::gpu::{AdapterOptions, GpuContext};
+    /// let ctx = GpuContext::new(&AdapterOptions::default())?;
+    /// println!("running on {}", ctx.adapter_info().name);
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    pub fn new(opts: &AdapterOptions) -> Result<Arc<Self>> {
+        let instance = opts.instance();
+        let backends = opts.resolved_backends();
+        let name = opts.resolved_name();
+        let no_adapter = || Error::NoAdapter {
+            backends: format!("{backends:?}"),
+            name: name
+                .as_ref()
+                .map(|n| format!(", name containing {n:?}"))
+                .unwrap_or_default(),
+        };
+        let adapter = match &name {
+            Some(n) => {
+                let n = n.to_lowercase();
+                pollster::block_on(instance.enumerate_adapters(backends))
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&n))
+                    .ok_or_else(no_adapter)?
+            }
+            None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: opts.resolved_power()?,
+                ..Default::default()
+            }))
+            .map_err(|_| no_adapter())?,
+        };
+        Self::from_adapter(adapter)
+    }
+
+    /// Opens a device on a given adapter.
+    ///
+    /// # Errors
+    /// As [`GpuContext::new`].
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
+        let info = adapter.get_info();
+        let limits = required_limits(&adapter.limits())?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgpu-rnn"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let sink = uncaptured.clone();
+        // wgpu's default handler panics; keep the first error and report it as Error::Gpu.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        Ok(Arc::new(GpuContext {
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+            uncaptured,
+        }))
+    }
+
+    /// The adapter's name, vendor, backend and driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The limits granted to this device (what the kernels are sized against).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The adapter's own (maximum) limits.
+    pub fn adapter_limits(&self) -> wgpu::Limits {
+        self.adapter.limits()
+    }
+
+    /// The adapter's features.
+    pub fn adapter_features(&self) -> wgpu::Features {
+        self.adapter.features()
+    }
+
+    /// A one-line description: `name (backend, device type)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// The compute pipeline and bind group layout of `kernel`, created on first use.
+    pub(crate) fn pipeline(
+        &self,
+        kernel: Kernel,
+    ) -> Result<Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&kernel) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let built = kernels::build_pipeline(&self.device, kernel);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                context: format!("creating pipeline {kernel:?}"),
+                message: e.to_string(),
+            });
+        }
+        let built = Arc::new(built);
+        cache.insert(kernel, built.clone());
+        Ok(built)
+    }
+
+    /// Checks that a buffer of `bytes` can be bound as storage on this device.
+    ///
+    /// # Errors
+    /// [`Error::Limit`] naming `what` and the limit exceeded.
+    pub fn check_buffer(&self, what: &str, bytes: u64) -> Result<()> {
+        for (limit, max) in [
+            (
+                "max_storage_buffer_binding_size",
+                self.limits.max_storage_buffer_binding_size,
+            ),
+            ("max_buffer_size", self.limits.max_buffer_size),
+        ] {
+            if bytes > max {
+                return Err(Error::Limit {
+                    what: format!("buffer {what}"),
+                    limit,
+                    needed: bytes,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a dispatch's workgroup counts against `max_compute_workgroups_per_dimension`.
+    ///
+    /// # Errors
+    /// [`Error::Limit`] naming `what`.
+    pub fn check_dispatch(&self, what: &str, groups: [u32; 3]) -> Result<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        match groups.iter().find(|&&g| g > max) {
+            Some(&g) => Err(Error::Limit {
+                what: format!("dispatch {what}"),
+                limit: "max_compute_workgroups_per_dimension",
+                needed: g as u64,
+                max: max as u64,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the first uncaptured device error since the last call, if any.
+    pub(crate) fn take_error(&self, context: &str) -> Result<()> {
+        let mut slot = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(message) => Err(Error::Gpu {
+                context: context.into(),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `bytes` bytes of `src` out to the host, blocking until the GPU is done.
+    pub(crate) fn read_buffers(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        reads: &[(&wgpu::Buffer, &wgpu::Buffer, u64)],
+        context: &str,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut encoder = encoder;
+        for (src, staging, bytes) in reads {
+            encoder.copy_buffer_to_buffer(src, 0, staging, 0, *bytes);
+        }
+        let index = self.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, (_, staging, bytes)) in reads.iter().enumerate() {
+            let tx = tx.clone();
+            staging
+                .slice(..*bytes)
+                .map_async(wgpu::MapMode::Read, move |r| {
+                    let _ = tx.send((i, r));
+                });
+        }
+        drop(tx);
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                context: context.into(),
+                message: e.to_string(),
+            })?;
+        for (i, r) in rx.iter() {
+            r.map_err(|e| Error::Gpu {
+                context: format!("{context}: mapping readback buffer {i}"),
+                message: e.to_string(),
+            })?;
+        }
+        self.take_error(context)?;
+        let mut out = Vec::with_capacity(reads.len());
+        for (_, staging, bytes) in reads {
+            let data = {
+                let view = staging
+                    .slice(..*bytes)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Gpu {
+                        context: format!("{context}: reading mapped buffer"),
+                        message: e.to_string(),
+                    })?;
+                bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+            };
+            staging.unmap();
+            out.push(data);
+        }
+        Ok(out)
+    }
+}

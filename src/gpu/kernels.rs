@@ -1,0 +1,194 @@
+//! The WGSL kernels: their sources (one constant per file), names, bind group layouts and
+//! pipeline creation. Every `include_str!` of a shader is here and nowhere else.
+
+use bytemuck::{Pod, Zeroable};
+
+/// `shaders/gemm.wgsl`: tiled, strided `C ← αAB (+ bias) (+ C)`.
+pub const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
+/// `shaders/rnn_step.wgsl`: one fused Elman time step for both directions of a layer.
+pub const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
+
+/// Most storage buffers any kernel binds (the step kernel: 5).
+pub(crate) const MAX_STORAGE_BINDINGS: u32 = 5;
+/// Most invocations of any kernel's workgroup (the GEMM: 16 × 16).
+pub(crate) const MAX_INVOCATIONS: u32 = 256;
+/// Output tile of the GEMM kernel (rows and columns per workgroup).
+pub(crate) const GEMM_TILE: u32 = 64;
+/// Hidden units per workgroup of the step kernel.
+pub(crate) const STEP_UNITS: u32 = 64;
+/// Batch rows per workgroup of the step kernel.
+pub(crate) const STEP_ROWS: u32 = 4;
+/// Alignment of per-step uniforms (WebGPU's maximum `min_uniform_buffer_offset_alignment`).
+pub(crate) const UNIFORM_STRIDE: u64 = 256;
+
+/// The kernels, used as the pipeline cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `shaders/gemm.wgsl`.
+    Gemm,
+    /// `shaders/rnn_step.wgsl`.
+    RnnStep,
+}
+
+#[derive(Clone, Copy)]
+enum Binding {
+    Uniform,
+    DynamicUniform,
+    Read,
+    ReadWrite,
+}
+
+impl Kernel {
+    /// Every kernel, for validation tests.
+    pub const ALL: [Kernel; 2] = [Kernel::Gemm, Kernel::RnnStep];
+
+    /// The WGSL source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Kernel::Gemm => GEMM,
+            Kernel::RnnStep => RNN_STEP,
+        }
+    }
+
+    fn bindings(self) -> &'static [Binding] {
+        use Binding::*;
+        match self {
+            Kernel::Gemm => &[Uniform, Read, Read, Read, ReadWrite],
+            Kernel::RnnStep => &[
+                Uniform,
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+            ],
+        }
+    }
+}
+
+/// Parses and validates `source` with naga, as wgpu would before creating a pipeline.
+///
+/// # Errors
+/// The parser's or validator's message, with the offending source location.
+pub fn validate_wgsl(source: &str) -> Result<(), String> {
+    use wgpu::naga;
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(source))?;
+    Ok(())
+}
+
+pub(crate) fn build_pipeline(
+    device: &wgpu::Device,
+    kernel: Kernel,
+) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+        .bindings()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match b {
+                Binding::Uniform | Binding::DynamicUniform => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: matches!(b, Binding::DynamicUniform),
+                    min_binding_size: None,
+                },
+                Binding::Read | Binding::ReadWrite => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: matches!(b, Binding::Read),
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+            },
+            count: None,
+        })
+        .collect();
+    let label = format!("{kernel:?}");
+    let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(&label),
+        entries: &entries,
+    });
+    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(&label),
+        bind_group_layouts: &[Some(&bgl)],
+        immediate_size: 0,
+    });
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(&label),
+        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(&label),
+        layout: Some(&layout),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        cache: None,
+    });
+    (pipeline, bgl)
+}
+
+/// Uniform of `shaders/gemm.wgsl` (`Params`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct GemmParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+    pub a_off: u32,
+    pub a_rs: u32,
+    pub a_cs: u32,
+    pub _pad0: u32,
+    pub b_off: u32,
+    pub b_rs: u32,
+    pub b_cs: u32,
+    pub _pad1: u32,
+    pub c_off: u32,
+    pub c_rs: u32,
+    pub alpha: f32,
+    pub _pad2: u32,
+}
+
+impl GemmParams {
+    pub const FLAG_BIAS: u32 = 1;
+    pub const FLAG_ACCUMULATE: u32 = 2;
+
+    pub fn workgroups(&self) -> [u32; 3] {
+        [
+            self.n.div_ceil(GEMM_TILE),
+            self.m.div_ceil(GEMM_TILE),
+            1,
+        ]
+    }
+}
+
+/// Uniform `Dims` of `shaders/rnn_step.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct StepDims {
+    pub batch: u32,
+    pub hidden: u32,
+    pub dirs: u32,
+    pub act: u32,
+    pub state0: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Uniform `Step` of `shaders/rnn_step.wgsl`, one per step at [`UNIFORM_STRIDE`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct StepParams {
+    pub t_fwd: u32,
+    pub t_rev: u32,
+    pub first: u32,
+    pub last: u32,
+}

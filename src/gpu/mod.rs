@@ -1,0 +1,12 @@
+//! The GPU path: context (adapter, device, limits), kernels (the WGSL sources and the
+//! pipeline cache), ops (dispatches as data) and the Elman stack. Every call into wgpu's API
+//! lives in this folder, so an upgrade of wgpu touches nothing else.
+
+mod context;
+pub mod kernels;
+mod ops;
+mod rnn;
+
+pub use context::{AdapterOptions, GpuContext, list_adapters};
+pub use ops::{GemmSpec, gemm};
+pub use rnn::GpuRnn;

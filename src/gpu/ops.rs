@@ -1,0 +1,306 @@
+//! Ops as data: a dispatch is a pipeline, a bind group, dynamic offsets and workgroup counts,
+//! recorded once per shape and replayed into one compute pass per submit.
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::{GemmParams, Kernel};
+
+pub(crate) struct Op {
+    pipeline: Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    bind_group: wgpu::BindGroup,
+    offsets: Vec<u32>,
+    groups: [u32; 3],
+}
+
+impl Op {
+    /// Builds the op, binding `buffers` in order (binding 0, 1, ...).
+    pub(crate) fn new(
+        ctx: &GpuContext,
+        kernel: Kernel,
+        buffers: &[wgpu::BindingResource<'_>],
+        groups: [u32; 3],
+    ) -> Result<Self> {
+        ctx.check_dispatch(&format!("{kernel:?}"), groups)?;
+        let pipeline = ctx.pipeline(kernel)?;
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&format!("{kernel:?}")),
+            layout: &pipeline.1,
+            entries: &entries,
+        });
+        Ok(Op {
+            pipeline,
+            bind_group,
+            offsets: Vec::new(),
+            groups,
+        })
+    }
+
+    /// The same op dispatched with other dynamic offsets and counts (shares the bind group).
+    pub(crate) fn with_offsets(&self, offsets: Vec<u32>, groups: [u32; 3]) -> Op {
+        Op {
+            pipeline: self.pipeline.clone(),
+            bind_group: self.bind_group.clone(),
+            offsets,
+            groups,
+        }
+    }
+}
+
+/// Records `ops` into one compute pass of `encoder`.
+pub(crate) fn encode(encoder: &mut wgpu::CommandEncoder, ops: &[Op]) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("wgpu-rnn"),
+        timestamp_writes: None,
+    });
+    for op in ops {
+        pass.set_pipeline(&op.pipeline.0);
+        pass.set_bind_group(0, &op.bind_group, &op.offsets);
+        let [x, y, z] = op.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// A storage buffer of `len` f32 elements (at least one, as wgpu requires).
+pub(crate) fn storage(
+    ctx: &GpuContext,
+    label: &str,
+    len: usize,
+    extra: wgpu::BufferUsages,
+) -> Result<wgpu::Buffer> {
+    let bytes = (len.max(1) * 4) as u64;
+    ctx.check_buffer(label, bytes)?;
+    Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes,
+        usage: wgpu::BufferUsages::STORAGE | extra,
+        mapped_at_creation: false,
+    }))
+}
+
+/// A storage buffer holding `data`.
+pub(crate) fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+    let bytes = (data.len().max(1) * 4) as u64;
+    ctx.check_buffer(label, bytes)?;
+    let contents: &[u8] = if data.is_empty() {
+        &[0; 4]
+    } else {
+        bytemuck::cast_slice(data)
+    };
+    Ok(ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        }))
+}
+
+/// A uniform buffer holding `bytes`.
+pub(crate) fn uniform(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+/// A host-readable staging buffer of `len` f32 elements.
+pub(crate) fn staging(ctx: &GpuContext, label: &str, len: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (len.max(1) * 4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// The operands of one GEMM, `C(m, n) ← α·Σ_k A(m, k)·B(k, n) (+ bias(n)) (+ C(m, n))`, with
+/// `A(m, k) = a[a_off + m·a_rs + k·a_cs]`, `B(k, n) = b[b_off + k·b_rs + n·b_cs]`,
+/// `C(m, n) = c[c_off + m·c_rs + n]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmSpec {
+    /// Rows of `C`.
+    pub m: usize,
+    /// Columns of `C`.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Offset of `A(0, 0)`.
+    pub a_off: usize,
+    /// Row stride of `A`.
+    pub a_rs: usize,
+    /// Column stride of `A`.
+    pub a_cs: usize,
+    /// Offset of `B(0, 0)`.
+    pub b_off: usize,
+    /// Row stride of `B`.
+    pub b_rs: usize,
+    /// Column stride of `B`.
+    pub b_cs: usize,
+    /// Offset of `C(0, 0)`.
+    pub c_off: usize,
+    /// Row stride of `C`.
+    pub c_rs: usize,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Whether to add the old `C` (β = 1) rather than overwrite it (β = 0, `C` not read).
+    pub accumulate: bool,
+}
+
+impl GemmSpec {
+    /// Contiguous row-major `A[m, k]·B[k, n]` into `C[m, n]`.
+    pub fn row_major(m: usize, n: usize, k: usize) -> Self {
+        GemmSpec {
+            m,
+            n,
+            k,
+            a_off: 0,
+            a_rs: k,
+            a_cs: 1,
+            b_off: 0,
+            b_rs: n,
+            b_cs: 1,
+            c_off: 0,
+            c_rs: n,
+            alpha: 1.0,
+            accumulate: false,
+        }
+    }
+
+    /// `A[m, k]·Wᵀ` for a row-major `W[n, k]` (the layout of PyTorch's weights).
+    pub fn a_bt(m: usize, n: usize, k: usize) -> Self {
+        GemmSpec {
+            b_rs: 1,
+            b_cs: k,
+            ..Self::row_major(m, n, k)
+        }
+    }
+
+    pub(crate) fn params(&self, bias: bool) -> Result<GemmParams> {
+        let u = |name: &str, v: usize| {
+            u32::try_from(v).map_err(|_| Error::Limit {
+                what: format!("gemm {name}"),
+                limit: "u32 index range of the gemm kernel",
+                needed: v as u64,
+                max: u32::MAX as u64,
+            })
+        };
+        Ok(GemmParams {
+            m: u("m", self.m)?,
+            n: u("n", self.n)?,
+            k: u("k", self.k)?,
+            flags: if bias { GemmParams::FLAG_BIAS } else { 0 }
+                | if self.accumulate {
+                    GemmParams::FLAG_ACCUMULATE
+                } else {
+                    0
+                },
+            a_off: u("a_off", self.a_off)?,
+            a_rs: u("a_rs", self.a_rs)?,
+            a_cs: u("a_cs", self.a_cs)?,
+            b_off: u("b_off", self.b_off)?,
+            b_rs: u("b_rs", self.b_rs)?,
+            b_cs: u("b_cs", self.b_cs)?,
+            c_off: u("c_off", self.c_off)?,
+            c_rs: u("c_rs", self.c_rs)?,
+            alpha: self.alpha,
+            ..Default::default()
+        })
+    }
+
+    fn span(off: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            off + (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    }
+
+    /// Checks that the operands are long enough for the spec.
+    fn check(&self, a: usize, b: usize, bias: Option<usize>, c: usize) -> Result<()> {
+        let need = [
+            ("a", Self::span(self.a_off, self.m, self.k, self.a_rs, self.a_cs), a),
+            ("b", Self::span(self.b_off, self.k, self.n, self.b_rs, self.b_cs), b),
+            ("c", Self::span(self.c_off, self.m, self.n, self.c_rs, 1), c),
+            ("bias", if bias.is_some() { self.n } else { 0 }, bias.unwrap_or(0)),
+        ];
+        for (name, needed, found) in need {
+            if found < needed {
+                return Err(Error::shape(name, &[needed], &[found]));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one GEMM on the GPU on host data and returns the new `C` (the whole buffer).
+///
+/// This is the kernel the forward pass uses for the input projection, exposed for tests and
+/// for callers with one-off products; it uploads and reads back, so it is not for hot loops.
+///
+/// # Errors
+/// [`Error::Shape`] when an operand is too short for `spec`, [`Error::Limit`] when a size
+/// exceeds the device, [`Error::Gpu`] when the device fails.
+///
+/// # Example
+/// ```no_run
+/// use wgpu_rnn::gpu::{gemm, AdapterOptions, GemmSpec, GpuContext};
+/// let ctx = GpuContext::new(&AdapterOptions::default())?;
+/// let c = gemm(&ctx, &GemmSpec::row_major(1, 1, 2), &[1.0, 2.0], &[3.0, 4.0], None, &[0.0])?;
+/// assert_eq!(c, vec![11.0]);
+/// # Ok::<(), wgpu_rnn::Error>(())
+/// ```
+pub fn gemm(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &[f32],
+) -> Result<Vec<f32>> {
+    spec.check(a.len(), b.len(), bias.map(<[f32]>::len), c.len())?;
+    let params = spec.params(bias.is_some())?;
+    let ua = uniform(ctx, "gemm params", bytemuck::bytes_of(&params));
+    let ba = upload(ctx, "a", a)?;
+    let bb = upload(ctx, "b", b)?;
+    let bbias = upload(ctx, "bias", bias.unwrap_or(&[]))?;
+    let bc = storage(
+        ctx,
+        "c",
+        c.len(),
+        wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+    )?;
+    ctx.queue.write_buffer(&bc, 0, bytemuck::cast_slice(c));
+    let op = Op::new(
+        ctx,
+        Kernel::Gemm,
+        &[
+            ua.as_entire_binding(),
+            ba.as_entire_binding(),
+            bb.as_entire_binding(),
+            bbias.as_entire_binding(),
+            bc.as_entire_binding(),
+        ],
+        params.workgroups(),
+    )?;
+    let out = staging(ctx, "c readback", c.len());
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gemm") });
+    encode(&mut encoder, &[op]);
+    let mut res = ctx.read_buffers(encoder, &[(&bc, &out, (c.len() * 4) as u64)], "gemm")?;
+    Ok(res.remove(0))
+}

@@ -1,0 +1,63 @@
+//! # wgpu-rnn
+//!
+//! Recurrent neural networks whose hot loops are WGSL compute kernels run through
+//! [wgpu](https://wgpu.rs), on any Vulkan, Metal, DX12 or GL adapter, with a CPU path that
+//! computes the same functions.
+//!
+//! ## What it computes
+//!
+//! PyTorch's `nn.RNN`, with the same equations, weight names and layouts. For layer `l`,
+//! direction `d` and step `t`:
+//!
+//! ```text
+//! h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)      act = tanh or relu
+//! ```
+//!
+//! where `x_t` is the input for layer 0 and the output of the layer below otherwise, and the
+//! reverse direction runs `t = T-1 .. 0`.
+//!
+//! ## Data layout
+//!
+//! Row-major tensors, time-major sequences (PyTorch's `batch_first=False`):
+//! `input` `[T, B, I]`, `output` `[T, B, D·H]` (forward direction's `H` first),
+//! `h0`/`h_n` `[L·D, B, H]` indexed `layer·D + direction`. Weights as PyTorch names them:
+//! `weight_ih_l{k}` `[G·H, I_l]`, `weight_hh_l{k}` `[G·H, H]`, `bias_ih_l{k}`, `bias_hh_l{k}`
+//! `[G·H]`, with `_reverse` for the backward direction (`G = 1` for Elman cells).
+//!
+//! ## Adapters
+//!
+//! [`gpu::GpuContext::new`] honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`.
+//! Without a GPU, Mesa's software drivers work: lavapipe (Vulkan, Debian package
+//! `mesa-vulkan-drivers`) or llvmpipe (`WGPU_BACKEND=gl`).
+//!
+//! ## Example
+//!
+//! ```
+//! use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, Tensor};
+//!
+//! let config = RnnConfig::new(Cell::RnnTanh, 4, 8).layers(2).bidirectional(true);
+//! let params = RnnParams::random(config, 0);
+//! // Device::Gpu(GpuContext::new(&AdapterOptions::default())?) runs the same on a GPU.
+//! let mut rnn = Rnn::new(params, &Device::Cpu)?;
+//! let x = Tensor::new(vec![5, 2, 4], vec![0.1; 40])?;
+//! let out = rnn.forward(&x, None)?;
+//! assert_eq!(out.output.shape(), &[5, 2, 16]);
+//! # Ok::<(), wgpu_rnn::Error>(())
+//! ```
+
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod io;
+pub mod model;
+pub mod params;
+pub mod tensor;
+
+pub use config::{Cell, RnnConfig};
+pub use cpu::ForwardOutput;
+pub use error::{Error, Result};
+pub use io::TensorFile;
+pub use model::{Device, Rnn};
+pub use params::{LayerParams, RnnParams};
+pub use tensor::{Float, Tensor};

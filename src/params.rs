@@ -1,0 +1,350 @@
+//! Host-side parameters in PyTorch's layout, and safetensors load/save with PyTorch's names.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::{RngExt, SeedableRng};
+
+use crate::config::{Cell, RnnConfig};
+use crate::error::{Error, Result};
+use crate::io::TensorFile;
+use crate::tensor::{Float, Tensor};
+
+/// The parameters of one layer and direction, in PyTorch's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerParams<T = f32> {
+    /// `weight_ih_l{k}`: `[G·H, I_l]`.
+    pub w_ih: Tensor<T>,
+    /// `weight_hh_l{k}`: `[G·H, H]`.
+    pub w_hh: Tensor<T>,
+    /// `bias_ih_l{k}`: `[G·H]`, absent when the model has no bias.
+    pub b_ih: Option<Tensor<T>>,
+    /// `bias_hh_l{k}`: `[G·H]`, absent when the model has no bias.
+    pub b_hh: Option<Tensor<T>>,
+}
+
+/// All parameters of a recurrent stack, indexed by `layer·D + direction` as PyTorch orders them.
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::{Cell, RnnConfig, RnnParams};
+/// let cfg = RnnConfig::new(Cell::RnnTanh, 3, 4).layers(2);
+/// let p = RnnParams::<f32>::random(cfg, 7);
+/// assert_eq!(p.layer(1, 0).w_ih.shape(), &[4, 4]);
+/// let file = p.to_tensor_file();
+/// assert!(file.tensors.contains_key("weight_hh_l1"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RnnParams<T = f32> {
+    config: RnnConfig,
+    layers: Vec<LayerParams<T>>,
+}
+
+impl<T: Float> RnnParams<T> {
+    /// Parameters drawn as PyTorch initialises them, `U(-1/√H, 1/√H)`, from a seeded
+    /// ChaCha8 generator (same seed, same parameters, on every platform).
+    pub fn random(config: RnnConfig, seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let k = 1.0 / (config.hidden_size as f64).sqrt();
+        let mut draw = |shape: &[usize]| {
+            let n = shape.iter().product();
+            let data = (0..n)
+                .map(|_| T::from_f64_lossy(rng.random_range(-k..k)))
+                .collect();
+            Tensor::new(shape.to_vec(), data).expect("shape matches data")
+        };
+        let gh = config.cell.gates() * config.hidden_size;
+        let mut layers = Vec::new();
+        for l in 0..config.num_layers {
+            for _ in 0..config.directions() {
+                let w_ih = draw(&[gh, config.layer_input_size(l)]);
+                let w_hh = draw(&[gh, config.hidden_size]);
+                let (b_ih, b_hh) = if config.bias {
+                    (Some(draw(&[gh])), Some(draw(&[gh])))
+                } else {
+                    (None, None)
+                };
+                layers.push(LayerParams {
+                    w_ih,
+                    w_hh,
+                    b_ih,
+                    b_hh,
+                });
+            }
+        }
+        RnnParams { config, layers }
+    }
+
+    /// Builds parameters from per-layer tensors, checking every shape against `config`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad config or wrong count, [`Error::Shape`] naming the
+    /// PyTorch tensor whose shape is wrong, [`Error::MissingTensor`] for a bias that the
+    /// config requires, [`Error::NonFinite`] for NaN or infinite weights.
+    pub fn new(config: RnnConfig, layers: Vec<LayerParams<T>>) -> Result<Self> {
+        config.validate()?;
+        let want = config.num_layers * config.directions();
+        if layers.len() != want {
+            return Err(Error::config(format!(
+                "parameters: expected {want} layer-directions (num_layers·D), found {}",
+                layers.len()
+            )));
+        }
+        let gh = config.cell.gates() * config.hidden_size;
+        for (i, p) in layers.iter().enumerate() {
+            let (l, d) = (i / config.directions(), i % config.directions());
+            let [n_ih, n_hh, n_bih, n_bhh] = config.param_names(l, d);
+            p.w_ih.expect_shape(&n_ih, &[gh, config.layer_input_size(l)])?;
+            p.w_hh.expect_shape(&n_hh, &[gh, config.hidden_size])?;
+            p.w_ih.expect_finite(&n_ih)?;
+            p.w_hh.expect_finite(&n_hh)?;
+            for (name, b) in [(n_bih, &p.b_ih), (n_bhh, &p.b_hh)] {
+                match (config.bias, b) {
+                    (true, Some(b)) => {
+                        b.expect_shape(&name, &[gh])?;
+                        b.expect_finite(&name)?;
+                    }
+                    (true, None) => {
+                        return Err(Error::MissingTensor {
+                            name,
+                            expected: vec![gh],
+                            source_name: "parameters".into(),
+                        });
+                    }
+                    (false, Some(_)) => {
+                        return Err(Error::UnknownTensor {
+                            name,
+                            source_name: "parameters".into(),
+                            expected: "no biases, since bias = false".into(),
+                        });
+                    }
+                    (false, None) => {}
+                }
+            }
+        }
+        Ok(RnnParams { config, layers })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RnnConfig {
+        &self.config
+    }
+
+    /// Layer `layer`, direction `dir` (0 forward, 1 reverse).
+    ///
+    /// # Panics
+    /// When `layer >= num_layers` or `dir >= D`.
+    pub fn layer(&self, layer: usize, dir: usize) -> &LayerParams<T> {
+        assert!(layer < self.config.num_layers && dir < self.config.directions());
+        &self.layers[layer * self.config.directions() + dir]
+    }
+
+    /// All layer-directions, in order `layer·D + direction`.
+    pub fn layers(&self) -> &[LayerParams<T>] {
+        &self.layers
+    }
+
+    /// Mutable access to all layer-directions (shapes must be kept).
+    pub fn layers_mut(&mut self) -> &mut [LayerParams<T>] {
+        &mut self.layers
+    }
+
+    /// Converts to another float type.
+    pub fn cast<U: Float>(&self) -> RnnParams<U> {
+        RnnParams {
+            config: self.config,
+            layers: self
+                .layers
+                .iter()
+                .map(|p| LayerParams {
+                    w_ih: p.w_ih.cast(),
+                    w_hh: p.w_hh.cast(),
+                    b_ih: p.b_ih.as_ref().map(Tensor::cast),
+                    b_hh: p.b_hh.as_ref().map(Tensor::cast),
+                })
+                .collect(),
+        }
+    }
+
+    /// The parameters under PyTorch's names (f32), with metadata `nonlinearity`,
+    /// as `torch.nn.RNN.state_dict()` saved by `safetensors.torch.save_file` holds them.
+    pub fn to_tensor_file(&self) -> TensorFile {
+        let mut file = TensorFile::default();
+        for (i, p) in self.layers.iter().enumerate() {
+            let (l, d) = (i / self.config.directions(), i % self.config.directions());
+            let [n_ih, n_hh, n_bih, n_bhh] = self.config.param_names(l, d);
+            file.tensors.insert(n_ih, p.w_ih.cast());
+            file.tensors.insert(n_hh, p.w_hh.cast());
+            if let (Some(bi), Some(bh)) = (&p.b_ih, &p.b_hh) {
+                file.tensors.insert(n_bih, bi.cast());
+                file.tensors.insert(n_bhh, bh.cast());
+            }
+        }
+        file.metadata
+            .insert("nonlinearity".into(), self.config.cell.nonlinearity().into());
+        file
+    }
+
+    /// Writes a safetensors file that `torch.nn.RNN.load_state_dict` accepts
+    /// (after `safetensors.torch.load_file`). Written atomically.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.to_tensor_file().write(path)
+    }
+}
+
+impl RnnParams<f32> {
+    /// Reads a PyTorch `nn.RNN` state_dict saved with safetensors, inferring the config
+    /// (see [`RnnParams::from_tensor_file`]).
+    ///
+    /// # Errors
+    /// As [`TensorFile::read`] and [`RnnParams::from_tensor_file`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Self::from_tensor_file(TensorFile::read(path)?, &path.display().to_string())
+    }
+
+    /// Builds parameters from named tensors. The cell, sizes, layers, direction and bias are
+    /// inferred from the names and shapes (`weight_ih_l{k}[_reverse]`, ...); the Elman
+    /// nonlinearity from metadata `nonlinearity` (`tanh` when absent).
+    ///
+    /// # Errors
+    /// [`Error::UnknownTensor`] for a name that is not an Elman parameter,
+    /// [`Error::MissingTensor`] for a gap (a missing layer, bias or direction),
+    /// [`Error::Shape`] for a shape that disagrees with the others,
+    /// [`Error::Config`] for gated (LSTM/GRU) weights or a bad `nonlinearity`.
+    pub fn from_tensor_file(mut file: TensorFile, source: &str) -> Result<Self> {
+        const EXPECTED: &str = "weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>, bias_hh_l<k>, \
+                                each optionally with _reverse";
+        let mut max_layer = None::<usize>;
+        let mut reverse = false;
+        let mut bias = false;
+        for name in file.tensors.keys() {
+            let parsed = parse_param_name(name).ok_or_else(|| Error::UnknownTensor {
+                name: name.clone(),
+                source_name: source.into(),
+                expected: EXPECTED.into(),
+            })?;
+            max_layer = Some(max_layer.map_or(parsed.layer, |m: usize| m.max(parsed.layer)));
+            reverse |= parsed.reverse;
+            bias |= parsed.is_bias;
+        }
+        let missing = |name: &str| Error::MissingTensor {
+            name: name.into(),
+            expected: vec![],
+            source_name: source.into(),
+        };
+        let num_layers = max_layer.ok_or_else(|| missing("weight_ih_l0"))? + 1;
+        let whh0 = file
+            .tensors
+            .get("weight_hh_l0")
+            .ok_or_else(|| missing("weight_hh_l0"))?;
+        let wih0 = file
+            .tensors
+            .get("weight_ih_l0")
+            .ok_or_else(|| missing("weight_ih_l0"))?;
+        if whh0.shape().len() != 2 || wih0.shape().len() != 2 {
+            let bad = if whh0.shape().len() != 2 {
+                ("weight_hh_l0", whh0.shape())
+            } else {
+                ("weight_ih_l0", wih0.shape())
+            };
+            return Err(Error::Config(format!(
+                "{}: expected a 2-d weight, found shape {:?}",
+                bad.0, bad.1
+            )));
+        }
+        let hidden_size = whh0.shape()[1];
+        let rows = whh0.shape()[0];
+        if hidden_size == 0 || rows % hidden_size != 0 {
+            return Err(Error::shape("weight_hh_l0", &[hidden_size, hidden_size], whh0.shape()));
+        }
+        let cell = match rows / hidden_size {
+            1 => Cell::from_nonlinearity(
+                file.metadata
+                    .get("nonlinearity")
+                    .map(String::as_str)
+                    .unwrap_or("tanh"),
+            )?,
+            g @ (3 | 4) => {
+                return Err(Error::Config(format!(
+                    "weight_hh_l0 has {g}·H rows ({}): gated cells (LSTM/GRU) are not supported \
+                     yet; this build runs Elman nn.RNN models",
+                    if g == 4 { "LSTM" } else { "GRU" }
+                )));
+            }
+            _ => return Err(Error::shape("weight_hh_l0", &[hidden_size, hidden_size], whh0.shape())),
+        };
+        let config = RnnConfig {
+            cell,
+            input_size: wih0.shape()[1],
+            hidden_size,
+            num_layers,
+            bidirectional: reverse,
+            bias,
+        };
+        config.validate()?;
+        let gh = cell.gates() * hidden_size;
+        let mut layers = Vec::new();
+        for l in 0..num_layers {
+            for d in 0..config.directions() {
+                let [n_ih, n_hh, n_bih, n_bhh] = config.param_names(l, d);
+                let w_ih = file.take(&n_ih, &[gh, config.layer_input_size(l)], source)?;
+                let w_hh = file.take(&n_hh, &[gh, hidden_size], source)?;
+                let (b_ih, b_hh) = if bias {
+                    (
+                        Some(file.take(&n_bih, &[gh], source)?),
+                        Some(file.take(&n_bhh, &[gh], source)?),
+                    )
+                } else {
+                    (None, None)
+                };
+                layers.push(LayerParams {
+                    w_ih,
+                    w_hh,
+                    b_ih,
+                    b_hh,
+                });
+            }
+        }
+        // Every name parsed, and every expected one was taken: nothing can be left.
+        debug_assert!(file.tensors.is_empty());
+        RnnParams::new(config, layers)
+    }
+
+    /// PyTorch-named tensors as a map, for callers that assemble their own files.
+    pub fn named_tensors(&self) -> HashMap<String, Tensor<f32>> {
+        self.to_tensor_file().tensors.into_iter().collect()
+    }
+}
+
+struct ParamName {
+    layer: usize,
+    reverse: bool,
+    is_bias: bool,
+}
+
+fn parse_param_name(name: &str) -> Option<ParamName> {
+    let (is_bias, rest) = if let Some(r) = name.strip_prefix("weight_") {
+        (false, r)
+    } else {
+        (true, name.strip_prefix("bias_")?)
+    };
+    let rest = rest
+        .strip_prefix("ih_l")
+        .or_else(|| rest.strip_prefix("hh_l"))?;
+    let (digits, reverse) = match rest.strip_suffix("_reverse") {
+        Some(d) => (d, true),
+        None => (rest, false),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(ParamName {
+        layer: digits.parse().ok()?,
+        reverse,
+        is_bias,
+    })
+}

@@ -1,0 +1,68 @@
+//! Shared test helpers: the GPU context, seeded data and normwise comparisons.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use rand::{RngExt, SeedableRng};
+use wgpu_rnn::gpu::{AdapterOptions, GpuContext};
+use wgpu_rnn::{Float, Tensor};
+
+/// The GPU context for tests: the adapter wgpu's environment variables select.
+/// Panics with advice when there is none: a GPU test never passes quietly.
+pub fn gpu() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new(&AdapterOptions::default()) {
+        Ok(ctx) => {
+            eprintln!("gpu tests on {}", ctx.describe());
+            ctx
+        }
+        Err(e) => panic!(
+            "GPU tests need an adapter: {e}. On Linux without a GPU install the software \
+             Vulkan driver (apt-get install mesa-vulkan-drivers) or run with WGPU_BACKEND=gl."
+        ),
+    })
+    .clone()
+}
+
+/// A tensor of uniform values in [-scale, scale] from a seeded generator.
+pub fn random<T: Float>(shape: &[usize], scale: f64, seed: u64) -> Tensor<T> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let data = (0..n)
+        .map(|_| T::from_f64_lossy(rng.random_range(-scale..=scale)))
+        .collect();
+    Tensor::new(shape.to_vec(), data).unwrap()
+}
+
+/// ‖got − want‖₂ / max(‖want‖₂, tiny), and the index of the largest elementwise difference.
+pub fn rel_err<T: Float, U: Float>(got: &[T], want: &[U]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let (mut num, mut den, mut worst, mut worst_i) = (0.0f64, 0.0f64, -1.0f64, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.to_f64_lossy(), w.to_f64_lossy());
+        let d = if g.is_nan() || w.is_nan() { f64::INFINITY } else { (g - w).abs() };
+        num += d * d;
+        den += w * w;
+        if d > worst {
+            worst = d;
+            worst_i = i;
+        }
+    }
+    (num.sqrt() / den.sqrt().max(1e-30), worst_i)
+}
+
+/// Asserts that `got` matches `want` to a relative normwise error of `tol`, naming the
+/// tensor, the worst index and both values there.
+#[track_caller]
+pub fn assert_close<T: Float, U: Float>(what: &str, got: &Tensor<T>, want: &Tensor<U>, tol: f64) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes differ");
+    let (err, i) = rel_err(got.data(), want.data());
+    assert!(
+        err <= tol,
+        "{what}: relative error {err:.3e} > {tol:.0e}; worst at flat index {i} (shape {:?}): \
+         got {:?}, want {:?}",
+        got.shape(),
+        got.data()[i],
+        want.data()[i]
+    );
+}

@@ -1,0 +1,69 @@
+//! PyTorch's own numbers: the golden cases in tests/golden (made by PyTorch in float64).
+
+mod common;
+
+use std::path::PathBuf;
+
+use wgpu_rnn::{Device, Rnn, RnnParams, TensorFile};
+
+const ELMAN: [&str; 5] = [
+    "rnn_tanh_1l",
+    "rnn_relu_2l",
+    "rnn_tanh_2l_bidir",
+    "rnn_tanh_nobias",
+    "rnn_tanh_wide",
+];
+
+fn golden(name: &str, kind: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.{kind}.safetensors"))
+}
+
+fn check_forward(device: &Device) {
+    for name in ELMAN {
+        let params = RnnParams::load(golden(name, "model")).unwrap();
+        let case = TensorFile::read(golden(name, "case")).unwrap();
+        let t = |n: &str| case.tensors.get(n).unwrap_or_else(|| panic!("{name}: no {n}"));
+        let mut rnn = Rnn::new(params, device).unwrap();
+        let out = rnn.forward(t("input"), case.tensors.get("h0")).unwrap();
+        let what = format!("{name} on {}", device.describe());
+        common::assert_close(&format!("{what}: output"), &out.output, t("output"), 2e-5);
+        common::assert_close(&format!("{what}: h_n"), &out.h_n, t("h_n"), 2e-5);
+    }
+}
+
+#[test]
+fn golden_forward_cpu() {
+    check_forward(&Device::Cpu);
+}
+
+#[test]
+fn golden_forward_gpu() {
+    check_forward(&Device::Gpu(common::gpu()));
+}
+
+#[test]
+fn golden_models_infer_their_config() {
+    let index: String = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/index.json"),
+    )
+    .unwrap();
+    for name in ELMAN {
+        let p = RnnParams::load(golden(name, "model")).unwrap();
+        let c = p.config();
+        // index.json is flat, one object per case; find this case's block.
+        let block = index.split(&format!("\"{name}\"")).nth(1).unwrap();
+        let block = &block[..block.find('}').unwrap()];
+        let field = |k: &str| {
+            let rest = block.split(&format!("\"{k}\": \"")).nth(1).unwrap();
+            rest[..rest.find('"').unwrap()].to_string()
+        };
+        assert_eq!(c.input_size.to_string(), field("input_size"), "{name}");
+        assert_eq!(c.hidden_size.to_string(), field("hidden_size"), "{name}");
+        assert_eq!(c.num_layers.to_string(), field("num_layers"), "{name}");
+        assert_eq!(c.bidirectional.to_string(), field("bidirectional"), "{name}");
+        assert_eq!(c.bias.to_string(), field("bias"), "{name}");
+        assert_eq!(c.cell.nonlinearity(), field("nonlinearity"), "{name}");
+    }
+}
