@@ -41,12 +41,12 @@ fn main(
 ) {
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    // Row i of the thread's 4x4 block in acc_i (columns lx + 16 j in the lanes); plain
+    // vectors rather than arrays so that no compiler spills them to memory.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     // Walk memory in the direction of unit stride when loading, so that neighbouring
     // threads read neighbouring addresses.
     let a_k_fast = u.a_cs == 1u;
@@ -90,20 +90,17 @@ fn main(
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var ar: array<f32, 4>;
-            var br: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                ar[i] = a_tile[kk * TM + lid.y + 16u * i];
-                br[i] = b_tile[kk * TN + lid.x + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(ar[i], br[j], acc[i][j]);
-                }
-            }
+            let ab = kk * TM + lid.y;
+            let bb = kk * TN + lid.x;
+            let bv = vec4<f32>(b_tile[bb], b_tile[bb + 16u], b_tile[bb + 32u], b_tile[bb + 48u]);
+            acc0 = fma(vec4<f32>(a_tile[ab]), bv, acc0);
+            acc1 = fma(vec4<f32>(a_tile[ab + 16u]), bv, acc1);
+            acc2 = fma(vec4<f32>(a_tile[ab + 32u]), bv, acc2);
+            acc3 = fma(vec4<f32>(a_tile[ab + 48u]), bv, acc3);
         }
         workgroupBarrier();
     }
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var i = 0u; i < 4u; i++) {
         let gm = row0 + lid.y + 16u * i;
         if (gm >= u.m) {
@@ -115,7 +112,7 @@ fn main(
                 continue;
             }
             let idx = u.c_off + gm * u.c_rs + gn;
-            var v = u.alpha * acc[i][j];
+            var v = u.alpha * rows[i][j];
             if ((u.flags & FLAG_BIAS) != 0u) {
                 v += bias[gn];
             }

@@ -25,7 +25,7 @@ struct Step {
 }
 
 const WG: u32 = 64u;
-const ROWS: u32 = 4u;
+const ROWS: u32 = 4u; // the lanes of a vec4
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: Step;                     // one per step, dynamic offset
@@ -35,7 +35,7 @@ const ROWS: u32 = 4u;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [T, B, D*H]
 @group(0) @binding(6) var<storage, read_write> h_n: array<f32>;    // [L*D, B, H]
 
-var<workgroup> h_tile: array<f32, 256>; // [ROWS][WG]
+var<workgroup> h_tile: array<vec4<f32>, 64>; // [WG] x ROWS batch rows in the lanes
 
 fn act(v: f32) -> f32 {
     if (dims.act == 1u) {
@@ -63,32 +63,26 @@ fn main(
         t = step.t_rev;
         tp = step.t_rev + 1u;
     }
-    var acc: array<f32, 4>;
-    for (var r = 0u; r < ROWS; r++) {
-        acc[r] = 0.0;
-    }
+    var acc = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < hid; k0 += WG) {
         let kk = k0 + lid.x;
+        var v = vec4<f32>(0.0);
         for (var r = 0u; r < ROWS; r++) {
             let bb = b0 + r;
-            var v = 0.0;
             if (bb < batch && kk < hid) {
                 if (step.first != 0u) {
-                    v = h0[((dims.state0 + d) * batch + bb) * hid + kk];
+                    v[r] = h0[((dims.state0 + d) * batch + bb) * hid + kk];
                 } else {
-                    v = y[(tp * batch + bb) * dh + d * hid + kk];
+                    v[r] = y[(tp * batch + bb) * dh + d * hid + kk];
                 }
             }
-            h_tile[r * WG + lid.x] = v;
         }
+        h_tile[lid.x] = v;
         workgroupBarrier();
         if (j < hid) {
             let n = min(WG, hid - k0);
             for (var q = 0u; q < n; q++) {
-                let w = w_hh_t[(d * hid + k0 + q) * hid + j];
-                for (var r = 0u; r < ROWS; r++) {
-                    acc[r] = fma(h_tile[r * WG + q], w, acc[r]);
-                }
+                acc = fma(h_tile[q], vec4<f32>(w_hh_t[(d * hid + k0 + q) * hid + j]), acc);
             }
         }
         workgroupBarrier();

@@ -94,7 +94,8 @@ impl<T: Float> RnnParams<T> {
         for (i, p) in layers.iter().enumerate() {
             let (l, d) = (i / config.directions(), i % config.directions());
             let [n_ih, n_hh, n_bih, n_bhh] = config.param_names(l, d);
-            p.w_ih.expect_shape(&n_ih, &[gh, config.layer_input_size(l)])?;
+            p.w_ih
+                .expect_shape(&n_ih, &[gh, config.layer_input_size(l)])?;
             p.w_hh.expect_shape(&n_hh, &[gh, config.hidden_size])?;
             p.w_ih.expect_finite(&n_ih)?;
             p.w_hh.expect_finite(&n_hh)?;
@@ -180,8 +181,10 @@ impl<T: Float> RnnParams<T> {
                 file.tensors.insert(n_bhh, bh.cast());
             }
         }
-        file.metadata
-            .insert("nonlinearity".into(), self.config.cell.nonlinearity().into());
+        file.metadata.insert(
+            "nonlinearity".into(),
+            self.config.cell.nonlinearity().into(),
+        );
         file
     }
 
@@ -259,7 +262,11 @@ impl RnnParams<f32> {
         let hidden_size = whh0.shape()[1];
         let rows = whh0.shape()[0];
         if hidden_size == 0 || rows % hidden_size != 0 {
-            return Err(Error::shape("weight_hh_l0", &[hidden_size, hidden_size], whh0.shape()));
+            return Err(Error::shape(
+                "weight_hh_l0",
+                &[hidden_size, hidden_size],
+                whh0.shape(),
+            ));
         }
         let cell = match rows / hidden_size {
             1 => Cell::from_nonlinearity(
@@ -275,7 +282,13 @@ impl RnnParams<f32> {
                     if g == 4 { "LSTM" } else { "GRU" }
                 )));
             }
-            _ => return Err(Error::shape("weight_hh_l0", &[hidden_size, hidden_size], whh0.shape())),
+            _ => {
+                return Err(Error::shape(
+                    "weight_hh_l0",
+                    &[hidden_size, hidden_size],
+                    whh0.shape(),
+                ));
+            }
         };
         let config = RnnConfig {
             cell,

@@ -24,7 +24,11 @@ fn check_forward(device: &Device) {
     for name in ELMAN {
         let params = RnnParams::load(golden(name, "model")).unwrap();
         let case = TensorFile::read(golden(name, "case")).unwrap();
-        let t = |n: &str| case.tensors.get(n).unwrap_or_else(|| panic!("{name}: no {n}"));
+        let t = |n: &str| {
+            case.tensors
+                .get(n)
+                .unwrap_or_else(|| panic!("{name}: no {n}"))
+        };
         let mut rnn = Rnn::new(params, device).unwrap();
         let out = rnn.forward(t("input"), case.tensors.get("h0")).unwrap();
         let what = format!("{name} on {}", device.describe());
@@ -62,7 +66,11 @@ fn golden_models_infer_their_config() {
         assert_eq!(c.input_size.to_string(), field("input_size"), "{name}");
         assert_eq!(c.hidden_size.to_string(), field("hidden_size"), "{name}");
         assert_eq!(c.num_layers.to_string(), field("num_layers"), "{name}");
-        assert_eq!(c.bidirectional.to_string(), field("bidirectional"), "{name}");
+        assert_eq!(
+            c.bidirectional.to_string(),
+            field("bidirectional"),
+            "{name}"
+        );
         assert_eq!(c.bias.to_string(), field("bias"), "{name}");
         assert_eq!(c.cell.nonlinearity(), field("nonlinearity"), "{name}");
     }

@@ -163,11 +163,7 @@ impl GemmParams {
     pub const FLAG_ACCUMULATE: u32 = 2;
 
     pub fn workgroups(&self) -> [u32; 3] {
-        [
-            self.n.div_ceil(GEMM_TILE),
-            self.m.div_ceil(GEMM_TILE),
-            1,
-        ]
+        [self.n.div_ceil(GEMM_TILE), self.m.div_ceil(GEMM_TILE), 1]
     }
 }
 

@@ -232,10 +232,22 @@ impl GemmSpec {
     /// Checks that the operands are long enough for the spec.
     fn check(&self, a: usize, b: usize, bias: Option<usize>, c: usize) -> Result<()> {
         let need = [
-            ("a", Self::span(self.a_off, self.m, self.k, self.a_rs, self.a_cs), a),
-            ("b", Self::span(self.b_off, self.k, self.n, self.b_rs, self.b_cs), b),
+            (
+                "a",
+                Self::span(self.a_off, self.m, self.k, self.a_rs, self.a_cs),
+                a,
+            ),
+            (
+                "b",
+                Self::span(self.b_off, self.k, self.n, self.b_rs, self.b_cs),
+                b,
+            ),
             ("c", Self::span(self.c_off, self.m, self.n, self.c_rs, 1), c),
-            ("bias", if bias.is_some() { self.n } else { 0 }, bias.unwrap_or(0)),
+            (
+                "bias",
+                if bias.is_some() { self.n } else { 0 },
+                bias.unwrap_or(0),
+            ),
         ];
         for (name, needed, found) in need {
             if found < needed {
@@ -299,7 +311,9 @@ pub fn gemm(
     let out = staging(ctx, "c readback", c.len());
     let mut encoder = ctx
         .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gemm") });
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("gemm"),
+        });
     encode(&mut encoder, &[op]);
     let mut res = ctx.read_buffers(encoder, &[(&bc, &out, (c.len() * 4) as u64)], "gemm")?;
     Ok(res.remove(0))

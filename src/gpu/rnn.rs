@@ -7,9 +7,7 @@ use crate::config::{Cell, RnnConfig};
 use crate::cpu::{ForwardOutput, check_inputs};
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{
-    Kernel, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE,
-};
+use crate::gpu::kernels::{Kernel, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE};
 use crate::gpu::ops::{self, GemmSpec, Op};
 use crate::params::RnnParams;
 use crate::tensor::Tensor;
@@ -215,7 +213,8 @@ impl GpuRnn {
                 step_groups,
             )?;
             for s in 0..t_len {
-                op_list.push(step.with_offsets(vec![(s as u64 * UNIFORM_STRIDE) as u32], step_groups));
+                op_list
+                    .push(step.with_offsets(vec![(s as u64 * UNIFORM_STRIDE) as u32], step_groups));
             }
             keep.push(gu);
             keep.push(du);
@@ -259,7 +258,9 @@ impl GpuRnn {
                 label: Some("forward"),
             });
         match h0 {
-            Some(h0) => ctx.queue.write_buffer(&ws.h0, 0, bytemuck::cast_slice(h0.data())),
+            Some(h0) => ctx
+                .queue
+                .write_buffer(&ws.h0, 0, bytemuck::cast_slice(h0.data())),
             None => encoder.clear_buffer(&ws.h0, 0, None),
         }
         ops::encode(&mut encoder, &ws.ops);

@@ -1,0 +1,160 @@
+//! Side-by-side timing of the GPU and CPU forward passes, and the no-argument demonstration.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wgpu_rnn::gpu::GpuContext;
+use wgpu_rnn::{Cell, Device, Error, Result, Rnn, RnnConfig, RnnParams, Tensor};
+
+/// One benchmark shape, named as in `../shared/bench/suite.json`.
+pub struct Shape {
+    pub name: &'static str,
+    pub t: usize,
+    pub b: usize,
+    pub i: usize,
+    pub h: usize,
+    pub l: usize,
+    pub bidirectional: bool,
+}
+
+const fn shape(name: &'static str, t: usize, b: usize, i: usize, h: usize, l: usize) -> Shape {
+    Shape {
+        name,
+        t,
+        b,
+        i,
+        h,
+        l,
+        bidirectional: false,
+    }
+}
+
+/// The Elman shapes of the shared benchmark suite; `quick` keeps the ones that run in
+/// seconds on a software adapter.
+pub fn shapes(quick: bool) -> Vec<Shape> {
+    let mut all = vec![
+        shape("tiny_b1", 256, 1, 32, 64, 1),
+        shape("small_b1", 150, 1, 256, 256, 1),
+        shape("mid", 100, 32, 128, 256, 1),
+        Shape {
+            bidirectional: true,
+            ..shape("deep_bidir", 64, 16, 64, 128, 3)
+        },
+        shape("large", 50, 64, 512, 512, 1),
+    ];
+    if quick {
+        all.retain(|s| matches!(s.name, "tiny_b1" | "mid" | "deep_bidir"));
+    }
+    all
+}
+
+/// Built-in data: `B` phase-shifted sine waves of `I` harmonics, `[T, B, I]`.
+pub fn sine_batch(t: usize, b: usize, i: usize) -> Tensor {
+    let mut data = Vec::with_capacity(t * b * i);
+    for step in 0..t {
+        for row in 0..b {
+            for f in 0..i {
+                let phase = row as f32 * 0.37 + f as f32 * 0.11;
+                data.push(((step as f32) * 0.05 * (f + 1) as f32 + phase).sin());
+            }
+        }
+    }
+    Tensor::new(vec![t, b, i], data).expect("shape matches data")
+}
+
+fn median_ms(rnn: &mut Rnn, x: &Tensor, repeats: usize) -> Result<(f64, Tensor)> {
+    let first = rnn.forward(x, None)?; // warm-up: builds the workspace and pipelines
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        rnn.forward(x, None)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], first.output))
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let (n, d) = a
+        .data()
+        .iter()
+        .zip(b.data())
+        .fold((0.0f64, 0.0f64), |(n, d), (&x, &y)| {
+            let (x, y) = (x as f64, y as f64);
+            (n + (x - y) * (x - y), d + y * y)
+        });
+    n.sqrt() / d.sqrt().max(1e-30)
+}
+
+/// Times every shape on both devices and prints a table; errors if they disagree.
+pub fn run(ctx: &Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<()> {
+    println!(
+        "forward pass, Elman tanh, median of {repeats}; GPU: {}; CPU: matrixmultiply",
+        ctx.describe()
+    );
+    println!(
+        "{:<11} {:>4} {:>3} {:>4} {:>4} {:>2} {:>3} | {:>9} {:>9} {:>8} | {:>8} {:>8} | {:>8}",
+        "shape",
+        "T",
+        "B",
+        "I",
+        "H",
+        "L",
+        "D",
+        "gpu ms",
+        "cpu ms",
+        "cpu/gpu",
+        "gpu GF/s",
+        "cpu GF/s",
+        "rel err"
+    );
+    let mut worst = 0.0f64;
+    for s in shapes {
+        let cfg = RnnConfig::new(Cell::RnnTanh, s.i, s.h)
+            .layers(s.l)
+            .bidirectional(s.bidirectional);
+        let params = RnnParams::random(cfg, 2024);
+        let x = sine_batch(s.t, s.b, s.i);
+        let mut gpu = Rnn::new(params.clone(), &Device::Gpu(ctx.clone()))?;
+        let mut cpu = Rnn::new(params, &Device::Cpu)?;
+        let (g_ms, g_out) = median_ms(&mut gpu, &x, repeats)?;
+        let (c_ms, c_out) = median_ms(&mut cpu, &x, repeats)?;
+        let err = rel_err(&g_out, &c_out);
+        worst = worst.max(err);
+        let gflop = cfg.forward_flops(s.t, s.b) / 1e9;
+        println!(
+            "{:<11} {:>4} {:>3} {:>4} {:>4} {:>2} {:>3} | {:>9.2} {:>9.2} {:>8.2} | {:>8.2} {:>8.2} | {:>8.1e}",
+            s.name,
+            s.t,
+            s.b,
+            s.i,
+            s.h,
+            s.l,
+            cfg.directions(),
+            g_ms,
+            c_ms,
+            c_ms / g_ms,
+            gflop / (g_ms / 1e3),
+            gflop / (c_ms / 1e3),
+            err
+        );
+    }
+    const TOL: f64 = 1e-4;
+    if worst > TOL {
+        return Err(Error::Gpu {
+            context: "gpu/cpu agreement".into(),
+            message: format!("relative error {worst:.2e} exceeds {TOL:.0e}"),
+        });
+    }
+    println!("GPU and CPU agree: worst relative error {worst:.1e} (tolerance {TOL:.0e})");
+    Ok(())
+}
+
+/// The no-argument run: forward passes on built-in data and weights on both devices.
+pub fn demo(ctx: &Arc<GpuContext>) -> Result<()> {
+    println!("wgpu-rnn demonstration: PyTorch-compatible Elman RNN forward on GPU and CPU");
+    println!("input: built-in sine waves; weights: seeded U(-1/sqrt(H), 1/sqrt(H))\n");
+    run(ctx, &shapes(true), 3)?;
+    println!("\nmore: `wgpu-rnn bench` (all shapes), `wgpu-rnn info`, `wgpu-rnn forward --help`");
+    Ok(())
+}

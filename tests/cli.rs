@@ -1,0 +1,140 @@
+//! The `wgpu-rnn` binary: the forward file contract on every Elman golden case, and errors
+//! that exit non-zero with a message instead of a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use wgpu_rnn::TensorFile;
+
+const ELMAN: [&str; 5] = [
+    "rnn_tanh_1l",
+    "rnn_relu_2l",
+    "rnn_tanh_2l_bidir",
+    "rnn_tanh_nobias",
+    "rnn_tanh_wide",
+];
+
+fn golden(name: &str, kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.{kind}.safetensors"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("wgpu-rnn-cli-{}-{name}", std::process::id()))
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-rnn"))
+        .args(args)
+        .output()
+        .expect("run wgpu-rnn")
+}
+
+#[test]
+fn forward_reproduces_golden_cases_on_both_devices() {
+    for device in ["cpu", "gpu"] {
+        for name in ELMAN {
+            let out = tmp(&format!("{name}-{device}.safetensors"));
+            let (m, c) = (golden(name, "model"), golden(name, "case"));
+            let r = cli(&[
+                "forward",
+                "--model",
+                m.to_str().unwrap(),
+                "--input",
+                c.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--device",
+                device,
+            ]);
+            assert!(
+                r.status.success(),
+                "{name} on {device}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            let got = TensorFile::read(&out).unwrap();
+            let want = TensorFile::read(&c).unwrap();
+            for t in ["output", "h_n"] {
+                common::assert_close(
+                    &format!("{name} {device} {t}"),
+                    &got.tensors[t],
+                    &want.tensors[t],
+                    2e-5,
+                );
+            }
+            std::fs::remove_file(out).ok();
+        }
+    }
+}
+
+#[test]
+fn forward_errors_exit_nonzero_with_a_message() {
+    let out = tmp("never-written.safetensors");
+    let m = golden("rnn_tanh_1l", "model");
+    let wrong_case = golden("rnn_relu_2l", "case"); // input has 4 features, the model takes 5
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "forward",
+                "--model",
+                "/nonexistent/m.safetensors",
+                "--input",
+                "x",
+                "--output",
+                "y",
+            ],
+            "/nonexistent/m.safetensors",
+        ),
+        (
+            &[
+                "forward",
+                "--model",
+                m.to_str().unwrap(),
+                "--input",
+                wrong_case.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+            "input: expected shape [6, 2, 5], found [6, 2, 4]",
+        ),
+        (
+            &[
+                "forward",
+                "--model",
+                m.to_str().unwrap(),
+                "--input",
+                m.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+            "unknown tensor",
+        ),
+    ];
+    for (args, needle) in cases {
+        let r = cli(args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{args:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr {err:?} lacks {needle:?}"
+        );
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    assert!(!out.exists(), "a failed run must not write its output");
+}
+
+#[test]
+fn no_adapter_is_a_clear_error() {
+    let r = cli(&["info", "--adapter", "no-such-adapter-name-xyz"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("no GPU adapter found"), "{err}");
+    assert!(err.contains("mesa-vulkan-drivers"), "{err}");
+}
