@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::cpu::{self, ForwardOutput};
+use crate::cpu::{self, ForwardOutput, Gradients};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuRnn};
 use crate::params::RnnParams;
@@ -27,8 +27,11 @@ impl Device {
     }
 }
 
+/// What the CPU's backward pass needs from the last forward: input, h0, layer outputs.
+type CpuTrace = (Tensor, Option<Tensor>, Vec<Tensor>);
+
 enum Engine {
-    Cpu,
+    Cpu(Option<CpuTrace>),
     Gpu(Box<GpuRnn>),
 }
 
@@ -58,7 +61,7 @@ impl Rnn {
     /// [`crate::Error::Limit`] when a weight exceeds a device limit.
     pub fn new(params: RnnParams<f32>, device: &Device) -> Result<Self> {
         let engine = match device {
-            Device::Cpu => Engine::Cpu,
+            Device::Cpu => Engine::Cpu(None),
             Device::Gpu(ctx) => Engine::Gpu(Box::new(GpuRnn::new(ctx.clone(), &params)?)),
         };
         Ok(Rnn {
@@ -86,8 +89,46 @@ impl Rnn {
     /// and [`crate::Error::Gpu`].
     pub fn forward(&mut self, input: &Tensor, h0: Option<&Tensor>) -> Result<ForwardOutput> {
         match &mut self.engine {
-            Engine::Cpu => cpu::forward(&self.params, input, h0),
+            Engine::Cpu(trace) => {
+                *trace = None;
+                let (out, ys) = cpu::forward_trace(&self.params, input, h0)?;
+                *trace = Some((input.clone(), h0.cloned(), ys));
+                Ok(out)
+            }
             Engine::Gpu(g) => g.forward(input, h0),
+        }
+    }
+
+    /// Backpropagation through time for the last [`Rnn::forward`]: the gradients of
+    /// `L = Σ output·grad_output + Σ h_n·grad_h_n` with respect to the input, `h0` and every
+    /// parameter (PyTorch's `torch.autograd.grad` of that `L`). `grad_h_n` is zeros when `None`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] when no forward pass preceded it, [`crate::Error::Shape`]
+    /// naming `grad_output` or `grad_h_n`; on the GPU also [`crate::Error::Gpu`].
+    ///
+    /// # Example
+    /// ```
+    /// use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, Tensor};
+    /// let mut rnn = Rnn::new(RnnParams::random(RnnConfig::new(Cell::RnnTanh, 2, 3), 0), &Device::Cpu)?;
+    /// let out = rnn.forward(&Tensor::full(&[4, 1, 2], 0.5), None)?;
+    /// let g = rnn.backward(&Tensor::full(out.output.shape(), 1.0), None)?;
+    /// assert_eq!(g.input.shape(), &[4, 1, 2]);
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    pub fn backward(
+        &mut self,
+        grad_output: &Tensor,
+        grad_h_n: Option<&Tensor>,
+    ) -> Result<Gradients> {
+        match &mut self.engine {
+            Engine::Cpu(None) => Err(crate::Error::config(
+                "backward: no forward pass to differentiate; call forward first",
+            )),
+            Engine::Cpu(Some((x, h0, ys))) => {
+                cpu::backward(&self.params, x, h0.as_ref(), ys, grad_output, grad_h_n)
+            }
+            Engine::Gpu(g) => g.backward(grad_output, grad_h_n),
         }
     }
 }

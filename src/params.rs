@@ -126,6 +126,11 @@ impl<T: Float> RnnParams<T> {
         Ok(RnnParams { config, layers })
     }
 
+    /// Wraps layers without checking them (for gradients, which share the parameters' shapes).
+    pub(crate) fn from_parts(config: RnnConfig, layers: Vec<LayerParams<T>>) -> Self {
+        RnnParams { config, layers }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &RnnConfig {
         &self.config

@@ -75,3 +75,50 @@ fn golden_models_infer_their_config() {
         assert_eq!(c.cell.nonlinearity(), field("nonlinearity"), "{name}");
     }
 }
+
+/// The backward contract: gradients of `Σ output·grad_output + Σ h_n·grad_h_n`.
+fn check_backward(device: &Device) {
+    for name in ELMAN {
+        let params = RnnParams::load(golden(name, "model")).unwrap();
+        let names = params.to_tensor_file();
+        let case = TensorFile::read(golden(name, "case")).unwrap();
+        let t = |n: &str| {
+            case.tensors
+                .get(n)
+                .unwrap_or_else(|| panic!("{name}: no {n}"))
+        };
+        let mut rnn = Rnn::new(params, device).unwrap();
+        let out = rnn.forward(t("input"), case.tensors.get("h0")).unwrap();
+        let g = rnn
+            .backward(t("grad_output"), case.tensors.get("grad_h_n"))
+            .unwrap();
+        let what = format!("{name} on {}", device.describe());
+        common::assert_close(&format!("{what}: output"), &out.output, t("output"), 2e-5);
+        common::assert_close(
+            &format!("{what}: grad.input"),
+            &g.input,
+            t("grad.input"),
+            2e-4,
+        );
+        common::assert_close(&format!("{what}: grad.h0"), &g.h0, t("grad.h0"), 2e-4);
+        let gp = g.params.to_tensor_file();
+        for pname in names.tensors.keys() {
+            common::assert_close(
+                &format!("{what}: grad.{pname}"),
+                &gp.tensors[pname],
+                t(&format!("grad.{pname}")),
+                2e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_backward_cpu() {
+    check_backward(&Device::Cpu);
+}
+
+#[test]
+fn golden_backward_gpu() {
+    check_backward(&Device::Gpu(common::gpu()));
+}

@@ -4,6 +4,10 @@
 //! input projection is one GEMM over all steps and each step one `[B, H] × [H, H]` GEMM, both
 //! through the `matrixmultiply` crate.
 
+mod backward;
+
+pub use backward::{Gradients, backward};
+
 use crate::config::{Cell, RnnConfig};
 use crate::error::Result;
 use crate::params::RnnParams;

@@ -7,6 +7,8 @@ use bytemuck::{Pod, Zeroable};
 pub const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 /// `shaders/rnn_step.wgsl`: one fused Elman time step for both directions of a layer.
 pub const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
+/// `shaders/rnn_step_bwd.wgsl`: one reverse-time step of BPTT for both directions of a layer.
+pub const RNN_STEP_BWD: &str = include_str!("../../shaders/rnn_step_bwd.wgsl");
 
 /// Most storage buffers any kernel binds (the step kernel: 5).
 pub(crate) const MAX_STORAGE_BINDINGS: u32 = 5;
@@ -28,6 +30,8 @@ pub enum Kernel {
     Gemm,
     /// `shaders/rnn_step.wgsl`.
     RnnStep,
+    /// `shaders/rnn_step_bwd.wgsl`.
+    RnnStepBwd,
 }
 
 #[derive(Clone, Copy)]
@@ -40,13 +44,14 @@ enum Binding {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 2] = [Kernel::Gemm, Kernel::RnnStep];
+    pub const ALL: [Kernel; 3] = [Kernel::Gemm, Kernel::RnnStep, Kernel::RnnStepBwd];
 
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Gemm => GEMM,
             Kernel::RnnStep => RNN_STEP,
+            Kernel::RnnStepBwd => RNN_STEP_BWD,
         }
     }
 
@@ -63,6 +68,7 @@ impl Kernel {
                 ReadWrite,
                 ReadWrite,
             ],
+            Kernel::RnnStepBwd => &[Uniform, DynamicUniform, Read, Read, Read, Read, ReadWrite],
         }
     }
 }

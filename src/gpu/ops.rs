@@ -258,6 +258,33 @@ impl GemmSpec {
     }
 }
 
+/// Records one GEMM over device buffers; returns the op and its uniform (keep both alive).
+pub(crate) fn gemm_op(
+    ctx: &GpuContext,
+    spec: &GemmSpec,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+    dummy: &wgpu::Buffer,
+) -> Result<(Op, wgpu::Buffer)> {
+    let params = spec.params(bias.is_some())?;
+    let u = uniform(ctx, "gemm params", bytemuck::bytes_of(&params));
+    let op = Op::new(
+        ctx,
+        Kernel::Gemm,
+        &[
+            u.as_entire_binding(),
+            a.as_entire_binding(),
+            b.as_entire_binding(),
+            bias.unwrap_or(dummy).as_entire_binding(),
+            c.as_entire_binding(),
+        ],
+        params.workgroups(),
+    )?;
+    Ok((op, u))
+}
+
 /// Runs one GEMM on the GPU on host data and returns the new `C` (the whole buffer).
 ///
 /// This is the kernel the forward pass uses for the input projection, exposed for tests and
@@ -284,11 +311,9 @@ pub fn gemm(
     c: &[f32],
 ) -> Result<Vec<f32>> {
     spec.check(a.len(), b.len(), bias.map(<[f32]>::len), c.len())?;
-    let params = spec.params(bias.is_some())?;
-    let ua = uniform(ctx, "gemm params", bytemuck::bytes_of(&params));
     let ba = upload(ctx, "a", a)?;
     let bb = upload(ctx, "b", b)?;
-    let bbias = upload(ctx, "bias", bias.unwrap_or(&[]))?;
+    let bbias = bias.map(|v| upload(ctx, "bias", v)).transpose()?;
     let bc = storage(
         ctx,
         "c",
@@ -296,18 +321,7 @@ pub fn gemm(
         wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
     )?;
     ctx.queue.write_buffer(&bc, 0, bytemuck::cast_slice(c));
-    let op = Op::new(
-        ctx,
-        Kernel::Gemm,
-        &[
-            ua.as_entire_binding(),
-            ba.as_entire_binding(),
-            bb.as_entire_binding(),
-            bbias.as_entire_binding(),
-            bc.as_entire_binding(),
-        ],
-        params.workgroups(),
-    )?;
+    let (op, _uniform) = gemm_op(ctx, spec, &ba, &bb, bbias.as_ref(), &bc, &ba)?;
     let out = staging(ctx, "c readback", c.len());
     let mut encoder = ctx
         .device

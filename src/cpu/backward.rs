@@ -1,0 +1,238 @@
+//! Backpropagation through time on the CPU.
+
+use crate::config::Cell;
+use crate::cpu::check_inputs;
+use crate::error::{Error, Result};
+use crate::params::{LayerParams, RnnParams};
+use crate::tensor::{Float, Tensor};
+
+/// Gradients of a scalar loss with respect to everything a forward pass read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients<T = f32> {
+    /// `∂L/∂input`, `[T, B, I]`.
+    pub input: Tensor<T>,
+    /// `∂L/∂h0`, `[L·D, B, H]`.
+    pub h0: Tensor<T>,
+    /// `∂L/∂θ` for every parameter, in the parameters' own layout and names.
+    pub params: RnnParams<T>,
+}
+
+/// `act'(a)` expressed through the activation's output `y = act(a)`, as PyTorch computes it.
+pub(crate) fn act_grad<T: Float>(cell: Cell, y: T) -> T {
+    match cell {
+        Cell::RnnTanh => T::one() - y * y,
+        Cell::RnnRelu => {
+            if y > T::zero() {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+    }
+}
+
+/// Backpropagation through time for the stack.
+///
+/// Given the forward pass's input, `h0` and every layer's output (`layer_outputs`, as
+/// returned by [`crate::cpu::forward_trace`]), returns the gradients of
+/// `L = Σ output·grad_output + Σ h_n·grad_h_n` (`grad_h_n` zero when `None`).
+///
+/// Per layer from the top and direction, in reverse time:
+/// `δa_t = (δy_t + δh_t) ⊙ act'(h_t)`, `δh_{t-1} = δa_t·W_hh`; then over all steps at once
+/// `∂W_ih = δAᵀ·X`, `∂W_hh = δAᵀ·H_prev`, `∂b_ih = ∂b_hh = Σ δA`, `∂X = δA·W_ih`
+/// (which is `δy` of the layer below), and `∂h0 = δh_{-1}`.
+///
+/// # Errors
+/// [`Error::Shape`] naming `grad_output`, `grad_h_n` or the forward tensors.
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::{cpu, Cell, RnnConfig, RnnParams, Tensor};
+/// let p = RnnParams::<f64>::random(RnnConfig::new(Cell::RnnTanh, 2, 3), 1);
+/// let x = Tensor::full(&[4, 1, 2], 0.5);
+/// let (out, ys) = cpu::forward_trace(&p, &x, None).unwrap();
+/// let g = cpu::backward(&p, &x, None, &ys, &Tensor::full(out.output.shape(), 1.0), None).unwrap();
+/// assert_eq!(g.params.layer(0, 0).w_hh.shape(), &[3, 3]);
+/// ```
+pub fn backward<T: Float>(
+    params: &RnnParams<T>,
+    input: &Tensor<T>,
+    h0: Option<&Tensor<T>>,
+    layer_outputs: &[Tensor<T>],
+    grad_output: &Tensor<T>,
+    grad_h_n: Option<&Tensor<T>>,
+) -> Result<Gradients<T>> {
+    let cfg = *params.config();
+    let (t_len, b) = check_inputs(&cfg, input, h0)?;
+    let (h, d_n) = (cfg.hidden_size, cfg.directions());
+    let dh = d_n * h;
+    let ld_n = cfg.num_layers * d_n;
+    if layer_outputs.len() != cfg.num_layers {
+        return Err(Error::config(format!(
+            "layer outputs: expected {} (one per layer), found {}",
+            cfg.num_layers,
+            layer_outputs.len()
+        )));
+    }
+    for (l, y) in layer_outputs.iter().enumerate() {
+        y.expect_shape(&format!("layer output {l}"), &[t_len, b, dh])?;
+    }
+    grad_output.expect_shape("grad_output", &[t_len, b, dh])?;
+    grad_output.expect_finite("grad_output")?;
+    if let Some(g) = grad_h_n {
+        g.expect_shape("grad_h_n", &[ld_n, b, h])?;
+        g.expect_finite("grad_h_n")?;
+    }
+    let zero_h0;
+    let h0 = match h0 {
+        Some(h0) => h0,
+        None => {
+            zero_h0 = Tensor::zeros(&[ld_n, b, h]);
+            &zero_h0
+        }
+    };
+
+    let mut grads: Vec<LayerParams<T>> = params
+        .layers()
+        .iter()
+        .map(|p| LayerParams {
+            w_ih: Tensor::zeros(p.w_ih.shape()),
+            w_hh: Tensor::zeros(p.w_hh.shape()),
+            b_ih: p.b_ih.as_ref().map(|t| Tensor::zeros(t.shape())),
+            b_hh: p.b_hh.as_ref().map(|t| Tensor::zeros(t.shape())),
+        })
+        .collect();
+    let mut grad_h0 = Tensor::zeros(&[ld_n, b, h]);
+    let mut d_y = grad_output.clone();
+    let mut d_a = vec![T::zero(); t_len * b * h];
+    let mut h_prev = vec![T::zero(); t_len * b * h];
+    let mut carry = vec![T::zero(); b * h];
+    let mut dh_vec = vec![T::zero(); b * h];
+    for l in (0..cfg.num_layers).rev() {
+        let x = if l == 0 { input } else { &layer_outputs[l - 1] };
+        let i_l = cfg.layer_input_size(l);
+        let y = &layer_outputs[l];
+        let mut d_x = Tensor::zeros(&[t_len, b, i_l]);
+        for d in 0..d_n {
+            let ld = l * d_n + d;
+            let p = params.layer(l, d);
+            match grad_h_n {
+                Some(g) => carry.copy_from_slice(&g.data()[ld * b * h..][..b * h]),
+                None => carry.fill(T::zero()),
+            }
+            for s in 0..t_len {
+                let t = if d == 0 { t_len - 1 - s } else { s };
+                for bi in 0..b {
+                    let o = (t * b + bi) * dh + d * h;
+                    for j in 0..h {
+                        let g = d_y.data()[o + j] + carry[bi * h + j];
+                        let v = g * act_grad(cfg.cell, y.data()[o + j]);
+                        d_a[(t * b + bi) * h + j] = v;
+                        dh_vec[bi * h + j] = v;
+                    }
+                }
+                // δh_{t-1} = δa_t · W_hh
+                T::gemm(
+                    b,
+                    h,
+                    h,
+                    T::one(),
+                    &dh_vec,
+                    h,
+                    1,
+                    p.w_hh.data(),
+                    h,
+                    1,
+                    T::zero(),
+                    &mut carry,
+                    h,
+                    1,
+                );
+            }
+            grad_h0.data_mut()[ld * b * h..][..b * h].copy_from_slice(&carry);
+            // H_prev: h_{t-1} in processing order (h0 at the first processed step).
+            for t in 0..t_len {
+                let prev = if d == 0 {
+                    t.checked_sub(1)
+                } else {
+                    Some(t + 1).filter(|&u| u < t_len)
+                };
+                for bi in 0..b {
+                    let dst = &mut h_prev[(t * b + bi) * h..][..h];
+                    match prev {
+                        Some(tp) => {
+                            dst.copy_from_slice(&y.data()[(tp * b + bi) * dh + d * h..][..h])
+                        }
+                        None => dst.copy_from_slice(&h0.data()[(ld * b + bi) * h..][..h]),
+                    }
+                }
+            }
+            let g = &mut grads[ld];
+            let tb = t_len * b;
+            // ∂W_hh = δAᵀ·H_prev, ∂W_ih = δAᵀ·X, ∂X += δA·W_ih
+            T::gemm(
+                h,
+                tb,
+                h,
+                T::one(),
+                &d_a,
+                1,
+                h,
+                &h_prev,
+                h,
+                1,
+                T::zero(),
+                g.w_hh.data_mut(),
+                h,
+                1,
+            );
+            T::gemm(
+                h,
+                tb,
+                i_l,
+                T::one(),
+                &d_a,
+                1,
+                h,
+                x.data(),
+                i_l,
+                1,
+                T::zero(),
+                g.w_ih.data_mut(),
+                i_l,
+                1,
+            );
+            T::gemm(
+                tb,
+                h,
+                i_l,
+                T::one(),
+                &d_a,
+                h,
+                1,
+                p.w_ih.data(),
+                i_l,
+                1,
+                T::one(),
+                d_x.data_mut(),
+                i_l,
+                1,
+            );
+            if let (Some(gbi), Some(gbh)) = (&mut g.b_ih, &mut g.b_hh) {
+                let sums = gbi.data_mut();
+                for row in d_a.chunks_exact(h) {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s = *s + v;
+                    }
+                }
+                gbh.data_mut().copy_from_slice(gbi.data());
+            }
+        }
+        d_y = d_x;
+    }
+    Ok(Gradients {
+        input: d_y,
+        h0: grad_h0,
+        params: RnnParams::from_parts(cfg, grads),
+    })
+}
