@@ -34,13 +34,18 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn forward_reproduces_golden_cases_on_both_devices() {
-    for device in ["cpu", "gpu"] {
+fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
+    for (command, device) in [
+        ("forward", "cpu"),
+        ("forward", "gpu"),
+        ("backward", "cpu"),
+        ("backward", "gpu"),
+    ] {
         for name in ELMAN {
-            let out = tmp(&format!("{name}-{device}.safetensors"));
+            let out = tmp(&format!("{name}-{command}-{device}.safetensors"));
             let (m, c) = (golden(name, "model"), golden(name, "case"));
             let r = cli(&[
-                "forward",
+                command,
                 "--model",
                 m.to_str().unwrap(),
                 "--input",
@@ -57,12 +62,24 @@ fn forward_reproduces_golden_cases_on_both_devices() {
             );
             let got = TensorFile::read(&out).unwrap();
             let want = TensorFile::read(&c).unwrap();
-            for t in ["output", "h_n"] {
+            let names: Vec<&String> = got.tensors.keys().collect();
+            let expected = if command == "forward" {
+                2
+            } else {
+                want.tensors
+                    .keys()
+                    .filter(|k| k.starts_with("grad."))
+                    .count()
+                    + 2
+            };
+            assert_eq!(names.len(), expected, "{name} {command}: wrote {names:?}");
+            for (t, g) in &got.tensors {
+                let tol = if t.starts_with("grad.") { 2e-4 } else { 2e-5 };
                 common::assert_close(
-                    &format!("{name} {device} {t}"),
-                    &got.tensors[t],
+                    &format!("{name} {command} {device} {t}"),
+                    g,
                     &want.tensors[t],
-                    2e-5,
+                    tol,
                 );
             }
             std::fs::remove_file(out).ok();

@@ -13,17 +13,33 @@ fn known_extra(name: &str) -> bool {
     ) || name.starts_with("grad.")
 }
 
-pub fn forward(model: &Path, input: &Path, output: &Path, device: &Device) -> Result<()> {
+/// Runs the `forward` contract, or the `backward` one when `with_grad` is set.
+pub fn run(
+    model: &Path,
+    input: &Path,
+    output: &Path,
+    device: &Device,
+    with_grad: bool,
+) -> Result<()> {
     let params = RnnParams::load(model)?;
     let cfg = *params.config();
+    let param_names: Vec<String> = params.to_tensor_file().tensors.into_keys().collect();
     let mut case = TensorFile::read(input)?;
     let src = input.display().to_string();
+    let inputs: &[&str] = if with_grad {
+        &["input", "h0", "grad_output", "grad_h_n"]
+    } else {
+        &["input", "h0"]
+    };
     for name in case.tensors.keys() {
-        if !(name == "input" || name == "h0" || known_extra(name)) {
+        if !(inputs.contains(&name.as_str()) || known_extra(name)) {
             return Err(Error::UnknownTensor {
                 name: name.clone(),
                 source_name: src.clone(),
-                expected: "input, h0 (and the answers output, h_n, grad_*)".into(),
+                expected: format!(
+                    "{} (and the answers output, h_n, grad.*)",
+                    inputs.join(", ")
+                ),
             });
         }
     }
@@ -38,7 +54,32 @@ pub fn forward(model: &Path, input: &Path, output: &Path, device: &Device) -> Re
     let h0 = case.tensors.remove("h0");
     let mut rnn = Rnn::new(params, device)?;
     let out = rnn.forward(&x, h0.as_ref())?;
-    for (name, got) in [("output", &out.output), ("h_n", &out.h_n)] {
+    let mut file = TensorFile::default();
+    if with_grad {
+        let grad_output =
+            case.tensors
+                .remove("grad_output")
+                .ok_or_else(|| Error::MissingTensor {
+                    name: "grad_output".into(),
+                    expected: out.output.shape().to_vec(),
+                    source_name: src.clone(),
+                })?;
+        let grad_h_n = case.tensors.remove("grad_h_n");
+        let g = rnn.backward(&grad_output, grad_h_n.as_ref())?;
+        file.tensors.insert("grad.input".into(), g.input);
+        file.tensors.insert("grad.h0".into(), g.h0);
+        let mut gp = g.params.to_tensor_file();
+        for name in &param_names {
+            let t = gp
+                .tensors
+                .remove(name)
+                .expect("gradients share the parameters' names");
+            file.tensors.insert(format!("grad.{name}"), t);
+        }
+    }
+    file.tensors.insert("output".into(), out.output);
+    file.tensors.insert("h_n".into(), out.h_n);
+    for (name, got) in &file.tensors {
         if let Some(want) = case.tensors.get(name).filter(|w| w.shape() == got.shape()) {
             let (num, den) =
                 got.data()
@@ -54,14 +95,12 @@ pub fn forward(model: &Path, input: &Path, output: &Path, device: &Device) -> Re
             );
         }
     }
-    let mut file = TensorFile::default();
-    file.tensors.insert("output".into(), out.output);
-    file.tensors.insert("h_n".into(), out.h_n);
     file.metadata.insert("device".into(), device.describe());
     file.write(output)?;
     eprintln!(
-        "wrote {} (output, h_n) from {} on {}",
+        "wrote {} ({} tensors) from {} on {}",
         output.display(),
+        file.tensors.len(),
         cfg.cell,
         device.describe()
     );

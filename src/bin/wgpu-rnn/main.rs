@@ -70,6 +70,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "gpu")]
         device: DeviceKind,
     },
+    /// Gradients of a PyTorch nn.RNN state_dict on a case file (see README: file contract).
+    Backward {
+        /// Model: a PyTorch state_dict saved with safetensors.torch.save_file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Case: `input`, optional `h0`, `grad_output` [T, B, D·H], optional `grad_h_n`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write `output`, `h_n`, `grad.input`, `grad.h0` and `grad.<parameter>`.
+        #[arg(long)]
+        output: PathBuf,
+        /// Device to run on.
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: DeviceKind,
+    },
     /// Time forward passes on the GPU and the CPU side by side on the benchmark shapes.
     Bench {
         /// Timed repetitions per shape and device (the median is reported).
@@ -165,7 +180,16 @@ fn run(cli: Cli) -> Result<()> {
             device,
         }) => {
             let device = open_device(device, &cli.adapter)?;
-            contract::forward(&model, &input, &output, &device)
+            contract::run(&model, &input, &output, &device, false)
+        }
+        Some(Command::Backward {
+            model,
+            input,
+            output,
+            device,
+        }) => {
+            let device = open_device(device, &cli.adapter)?;
+            contract::run(&model, &input, &output, &device, true)
         }
         Some(Command::Bench { repeats, quick }) => {
             let device = open_device(DeviceKind::Gpu, &cli.adapter)?;
