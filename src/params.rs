@@ -226,7 +226,7 @@ impl RnnParams<f32> {
     pub fn from_tensor_file(mut file: TensorFile, source: &str) -> Result<Self> {
         const EXPECTED: &str = "weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>, bias_hh_l<k>, \
                                 each optionally with _reverse";
-        let mut max_layer = None::<usize>;
+        let mut max_layer = None::<(usize, String)>;
         let mut reverse = false;
         let mut bias = false;
         for name in file.tensors.keys() {
@@ -235,7 +235,9 @@ impl RnnParams<f32> {
                 source_name: source.into(),
                 expected: EXPECTED.into(),
             })?;
-            max_layer = Some(max_layer.map_or(parsed.layer, |m: usize| m.max(parsed.layer)));
+            if max_layer.as_ref().is_none_or(|(m, _)| parsed.layer > *m) {
+                max_layer = Some((parsed.layer, name.clone()));
+            }
             reverse |= parsed.reverse;
             bias |= parsed.is_bias;
         }
@@ -244,7 +246,21 @@ impl RnnParams<f32> {
             expected: vec![],
             source_name: source.into(),
         };
-        let num_layers = max_layer.ok_or_else(|| missing("weight_ih_l0"))? + 1;
+        let (max_layer, max_name) = max_layer.ok_or_else(|| missing("weight_ih_l0"))?;
+        // Every layer needs at least two tensors, so a layer number beyond that cannot be
+        // complete; name it rather than counting up to it.
+        if max_layer >= file.tensors.len() / 2 {
+            return Err(Error::UnknownTensor {
+                name: max_name,
+                source_name: source.into(),
+                expected: format!(
+                    "layer numbers below {} for a file of {} tensors",
+                    file.tensors.len() / 2,
+                    file.tensors.len()
+                ),
+            });
+        }
+        let num_layers = max_layer + 1;
         let whh0 = file
             .tensors
             .get("weight_hh_l0")
@@ -327,8 +343,13 @@ impl RnnParams<f32> {
                 });
             }
         }
-        // Every name parsed, and every expected one was taken: nothing can be left.
-        debug_assert!(file.tensors.is_empty());
+        if let Some(name) = file.tensors.keys().next() {
+            return Err(Error::UnknownTensor {
+                name: name.clone(),
+                source_name: source.into(),
+                expected: format!("the tensors of {num_layers} layer(s): {EXPECTED}"),
+            });
+        }
         RnnParams::new(config, layers)
     }
 
@@ -357,7 +378,11 @@ fn parse_param_name(name: &str) -> Option<ParamName> {
         Some(d) => (d, true),
         None => (rest, false),
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // PyTorch writes layer numbers without leading zeros; `l00` is not `l0`.
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
         return None;
     }
     Some(ParamName {

@@ -121,7 +121,7 @@ impl<T: Copy> Tensor<T> {
     /// Wraps `data` with `shape`.
     ///
     /// # Errors
-    /// [`Error::Shape`] when `data.len()` is not the product of `shape`.
+    /// [`Error::Config`] when `data.len()` is not the product of `shape`.
     pub fn new(shape: Vec<usize>, data: Vec<T>) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {

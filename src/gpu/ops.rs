@@ -311,6 +311,10 @@ pub fn gemm(
     c: &[f32],
 ) -> Result<Vec<f32>> {
     spec.check(a.len(), b.len(), bias.map(<[f32]>::len), c.len())?;
+    if spec.m == 0 || spec.n == 0 {
+        // Nothing to compute; wgpu cannot map an empty range.
+        return Ok(c.to_vec());
+    }
     let ba = upload(ctx, "a", a)?;
     let bb = upload(ctx, "b", b)?;
     let bbias = bias.map(|v| upload(ctx, "bias", v)).transpose()?;

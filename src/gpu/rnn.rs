@@ -166,6 +166,16 @@ impl GpuRnn {
         ctx.check_buffer("input", (t_len * b * cfg.input_size * 4) as u64)?;
         ctx.check_buffer("output", (t_len * b * d_n * h * 4) as u64)?;
         ctx.check_buffer("projection", (t_len * b * d_n * g * h * 4) as u64)?;
+        let step_groups = [
+            (h as u32).div_ceil(STEP_UNITS),
+            (b as u32).div_ceil(STEP_ROWS),
+            d_n as u32,
+        ];
+        ctx.check_dispatch("RnnStep", step_groups)?;
+        for l in 0..cfg.num_layers {
+            let spec = GemmSpec::a_bt(t_len * b, d_n * g * h, cfg.layer_input_size(l));
+            ctx.check_dispatch("Gemm", spec.params(false)?.workgroups())?;
+        }
         let input = ops::storage(ctx, "input", t_len * b * cfg.input_size, rw)?;
         let h0 = ops::storage(ctx, "h0", states, rw)?;
         let h_n = ops::storage(ctx, "h_n", states, rw)?;
@@ -187,11 +197,6 @@ impl GpuRnn {
         let step_uniform = ops::uniform(ctx, "steps", &steps);
         let mut keep = vec![proj.clone()];
         let mut op_list = Vec::new();
-        let step_groups = [
-            (h as u32).div_ceil(STEP_UNITS),
-            (b as u32).div_ceil(STEP_ROWS),
-            d_n as u32,
-        ];
         for (l, w) in self.layers.iter().enumerate() {
             let i_l = cfg.layer_input_size(l);
             let x = if l == 0 { &input } else { &ys[l - 1] };

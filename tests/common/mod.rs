@@ -40,7 +40,11 @@ pub fn rel_err<T: Float, U: Float>(got: &[T], want: &[U]) -> (f64, usize) {
     let (mut num, mut den, mut worst, mut worst_i) = (0.0f64, 0.0f64, -1.0f64, 0usize);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let (g, w) = (g.to_f64_lossy(), w.to_f64_lossy());
-        let d = if g.is_nan() || w.is_nan() { f64::INFINITY } else { (g - w).abs() };
+        let d = if g.is_nan() || w.is_nan() {
+            f64::INFINITY
+        } else {
+            (g - w).abs()
+        };
         num += d * d;
         den += w * w;
         if d > worst {
@@ -65,4 +69,42 @@ pub fn assert_close<T: Float, U: Float>(what: &str, got: &Tensor<T>, want: &Tens
         got.data()[i],
         want.data()[i]
     );
+}
+
+/// Asserts that `err`'s message contains every one of `parts`, printing the message if not.
+#[track_caller]
+pub fn assert_msg(err: &wgpu_rnn::Error, parts: &[&str]) {
+    let msg = err.to_string();
+    for p in parts {
+        assert!(
+            msg.contains(p),
+            "message {msg:?} does not contain {p:?} ({err:?})"
+        );
+    }
+}
+
+/// A unique path under the system temp directory, removed (if it exists) when dropped.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// `wgpu-rnn-test-<pid>-<counter>-<name>` in `std::env::temp_dir()`.
+    pub fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        TempPath(
+            std::env::temp_dir().join(format!("wgpu-rnn-test-{}-{n}-{name}", std::process::id())),
+        )
+    }
+
+    /// The path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

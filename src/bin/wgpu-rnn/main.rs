@@ -154,8 +154,8 @@ fn info(adapter: &AdapterArgs) -> Result<()> {
         ),
         (
             "max_uniform_buffer_binding_size",
-            granted.max_uniform_buffer_binding_size as u64,
-            max.max_uniform_buffer_binding_size as u64,
+            granted.max_uniform_buffer_binding_size,
+            max.max_uniform_buffer_binding_size,
         ),
         (
             "min_uniform_buffer_offset_alignment",

@@ -1,0 +1,33 @@
+// Gradient of the token gather: grad W_ih[r, v] = sum over tb with tok[tb] == v of
+// grad_a[tb, r]. One thread per (r, v) walks all T*B rows in order, so the sum has a fixed
+// order (no atomics) and the result is bit-identical run after run.
+
+struct Dims {
+    rows: u32,        // T*B
+    cols: u32,        // D*H
+    vocab: u32,       // V
+    g_off: u32,       // offset of grad weight_ih_l0 in the flat gradient buffer
+    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;          // [T*B]
+@group(0) @binding(2) var<storage, read> grad_a: array<f32>;          // [T*B, D*H]
+@group(0) @binding(3) var<storage, read_write> grads: array<f32>;     // flat gradients
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if (i >= dims.cols * dims.vocab) {
+        return;
+    }
+    let r = i / dims.vocab;
+    let v = i % dims.vocab;
+    var acc = 0.0;
+    for (var tb = 0u; tb < dims.rows; tb++) {
+        if (tokens[tb] == v) {
+            acc += grad_a[tb * dims.cols + r];
+        }
+    }
+    grads[dims.g_off + i] = acc;
+}
