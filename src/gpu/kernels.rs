@@ -10,6 +10,19 @@ pub const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
 /// `shaders/rnn_step_bwd.wgsl`: one reverse-time step of BPTT for both directions of a layer.
 pub const RNN_STEP_BWD: &str = include_str!("../../shaders/rnn_step_bwd.wgsl");
 
+/// `shaders/prepare.wgsl`: derived weights (transposed `W_hh`, folded bias).
+pub const PREPARE: &str = include_str!("../../shaders/prepare.wgsl");
+/// `shaders/embed.wgsl`: token input as a gather of columns of `W_ih`.
+pub const EMBED: &str = include_str!("../../shaders/embed.wgsl");
+/// `shaders/embed_bwd.wgsl`: the gather's gradient, a fixed-order scatter.
+pub const EMBED_BWD: &str = include_str!("../../shaders/embed_bwd.wgsl");
+/// `shaders/loss.wgsl`: softmax cross-entropy and mean squared error, fused with gradients.
+pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
+/// `shaders/reduce.wgsl`: deterministic one-workgroup sums.
+pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/optim.wgsl`: SGD (momentum), Adam, Adagrad with global-norm clipping.
+pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
+
 /// Most storage buffers any kernel binds (the step kernel: 5).
 pub(crate) const MAX_STORAGE_BINDINGS: u32 = 5;
 /// Most invocations of any kernel's workgroup (the GEMM: 16 × 16).
@@ -32,6 +45,22 @@ pub enum Kernel {
     RnnStep,
     /// `shaders/rnn_step_bwd.wgsl`.
     RnnStepBwd,
+    /// `shaders/prepare.wgsl`.
+    Prepare,
+    /// `shaders/embed.wgsl`.
+    Embed,
+    /// `shaders/embed_bwd.wgsl`.
+    EmbedBwd,
+    /// `shaders/loss.wgsl`, entry `softmax_xent`.
+    SoftmaxXent,
+    /// `shaders/loss.wgsl`, entry `mse`.
+    Mse,
+    /// `shaders/reduce.wgsl`, entry `sum`.
+    Sum,
+    /// `shaders/reduce.wgsl`, entry `sumsq`.
+    SumSq,
+    /// `shaders/optim.wgsl`.
+    Optim,
 }
 
 #[derive(Clone, Copy)]
@@ -44,7 +73,30 @@ enum Binding {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 3] = [Kernel::Gemm, Kernel::RnnStep, Kernel::RnnStepBwd];
+    pub const ALL: [Kernel; 11] = [
+        Kernel::Gemm,
+        Kernel::RnnStep,
+        Kernel::RnnStepBwd,
+        Kernel::Prepare,
+        Kernel::Embed,
+        Kernel::EmbedBwd,
+        Kernel::SoftmaxXent,
+        Kernel::Mse,
+        Kernel::Sum,
+        Kernel::SumSq,
+        Kernel::Optim,
+    ];
+
+    /// The entry point in [`Kernel::source`].
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::SoftmaxXent => "softmax_xent",
+            Kernel::Mse => "mse",
+            Kernel::Sum => "sum",
+            Kernel::SumSq => "sumsq",
+            _ => "main",
+        }
+    }
 
     /// The WGSL source.
     pub fn source(self) -> &'static str {
@@ -52,6 +104,12 @@ impl Kernel {
             Kernel::Gemm => GEMM,
             Kernel::RnnStep => RNN_STEP,
             Kernel::RnnStepBwd => RNN_STEP_BWD,
+            Kernel::Prepare => PREPARE,
+            Kernel::Embed => EMBED,
+            Kernel::EmbedBwd => EMBED_BWD,
+            Kernel::SoftmaxXent | Kernel::Mse => LOSS,
+            Kernel::Sum | Kernel::SumSq => REDUCE,
+            Kernel::Optim => OPTIM,
         }
     }
 
@@ -69,6 +127,12 @@ impl Kernel {
                 ReadWrite,
             ],
             Kernel::RnnStepBwd => &[Uniform, DynamicUniform, Read, Read, Read, Read, ReadWrite],
+            Kernel::Prepare => &[Uniform, Read, ReadWrite, ReadWrite],
+            Kernel::Embed => &[Uniform, Read, Read, Read, ReadWrite],
+            Kernel::EmbedBwd => &[Uniform, Read, Read, ReadWrite],
+            Kernel::SoftmaxXent | Kernel::Mse => &[Uniform, Read, ReadWrite, ReadWrite],
+            Kernel::Sum | Kernel::SumSq => &[Uniform, Read, ReadWrite],
+            Kernel::Optim => &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
         }
     }
 }
@@ -135,7 +199,7 @@ pub(crate) fn build_pipeline(
         label: Some(&label),
         layout: Some(&layout),
         module: &module,
-        entry_point: Some("main"),
+        entry_point: Some(kernel.entry_point()),
         compilation_options: wgpu::PipelineCompilationOptions::default(),
         cache: None,
     });
