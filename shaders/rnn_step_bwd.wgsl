@@ -14,7 +14,8 @@ struct Dims {
     dirs: u32,        // D
     act: u32,         // 0 tanh, 1 relu
     state0: u32,      // layer * D: index of this layer's first state in grad_h_n
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    w_off: u32,       // offset of this layer's weight_hh (both directions) in params
+    _pad1: u32, _pad2: u32,
 }
 
 struct Step {
@@ -29,7 +30,7 @@ const ROWS: u32 = 4u; // the lanes of a vec4
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: Step;                     // dynamic offset
-@group(0) @binding(2) var<storage, read> w_hh: array<f32>;         // [D, H, H], PyTorch layout
+@group(0) @binding(2) var<storage, read> params: array<f32>;       // flat; W_hh [D, H, H] at w_off
 @group(0) @binding(3) var<storage, read> grad_y: array<f32>;       // [T, B, D*H]
 @group(0) @binding(4) var<storage, read> grad_h_n: array<f32>;     // [L*D, B, H]
 @group(0) @binding(5) var<storage, read> y: array<f32>;            // [T, B, D*H]
@@ -87,7 +88,7 @@ fn main(
             if (j < hid) {
                 let n = min(WG, hid - k0);
                 for (var q = 0u; q < n; q++) {
-                    carry = fma(g_tile[q], vec4<f32>(w_hh[(d * hid + k0 + q) * hid + j]), carry);
+                    carry = fma(g_tile[q], vec4<f32>(params[dims.w_off + (d * hid + k0 + q) * hid + j]), carry);
                 }
             }
             workgroupBarrier();

@@ -336,3 +336,16 @@ pub fn gemm(
     let mut res = ctx.read_buffers(encoder, &[(&bc, &out, (c.len() * 4) as u64)], "gemm")?;
     Ok(res.remove(0))
 }
+
+/// Workgroup counts covering `n` threads of a 64-wide kernel that indexes
+/// `i = gid.y · num_workgroups.x · 64 + gid.x` (so that `n` can exceed 65535 · 64).
+pub(crate) fn linear_groups(n: usize) -> [u32; 3] {
+    let groups = n.div_ceil(64).max(1);
+    let x = groups.min(65535);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+/// Binds a whole buffer (shorthand for bind group entries).
+pub(crate) fn bind(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    b.as_entire_binding()
+}

@@ -1,5 +1,5 @@
-//! The Elman stack on the GPU: resident weights, a per-shape workspace, and the scheduler
-//! that records a forward pass as a list of ops.
+//! The Elman stack on the GPU: parameters resident in one flat buffer, a per-shape
+//! workspace, and the scheduler that records forward and backward passes as lists of ops.
 
 use std::sync::Arc;
 
@@ -8,49 +8,127 @@ use crate::cpu::{ForwardOutput, Gradients, check_inputs};
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{Kernel, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE};
-use crate::gpu::ops::{self, GemmSpec, Op};
+use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
 use crate::params::{LayerParams, RnnParams};
 use crate::tensor::Tensor;
 
-/// Weights of one layer, both directions stacked, resident on the GPU.
-struct LayerWeights {
-    /// `[D·G·H, I_l]`: the directions' `weight_ih` one above the other, so one GEMM
-    /// projects the input for both.
-    w_ih: wgpu::Buffer,
-    /// `[D, G·H, H]`: each direction's `weight_hh` as PyTorch stores it (read by backward).
-    w_hh: wgpu::Buffer,
+/// Where each layer's parameters sit in the flat parameter (and gradient) buffer. Per layer,
+/// both directions of each tensor are adjacent (`weight_ih_l{k}` then `weight_ih_l{k}_reverse`),
+/// so one GEMM projects the input for both directions: `w_ih`, `w_hh`, `b_ih`, `b_hh`.
+#[derive(Debug, Clone)]
+pub(crate) struct ParamLayout {
+    pub layers: Vec<LayerOffsets>,
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerOffsets {
+    pub w_ih: usize,
+    pub w_hh: usize,
+    /// `(b_ih, b_hh)` when the model has bias.
+    pub bias: Option<(usize, usize)>,
+}
+
+impl ParamLayout {
+    pub fn new(cfg: &RnnConfig) -> Self {
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
+        let gh = cfg.cell.gates() * h;
+        let mut at = 0;
+        let mut take = |n: usize| {
+            at += n;
+            at - n
+        };
+        let layers = (0..cfg.num_layers)
+            .map(|l| LayerOffsets {
+                w_ih: take(d_n * gh * cfg.layer_input_size(l)),
+                w_hh: take(d_n * gh * h),
+                bias: cfg.bias.then(|| (take(d_n * gh), take(d_n * gh))),
+            })
+            .collect();
+        ParamLayout { layers, total: at }
+    }
+
+    pub fn flatten(&self, params: &RnnParams<f32>) -> Vec<f32> {
+        let cfg = params.config();
+        let mut flat = vec![0.0; self.total];
+        for (l, off) in self.layers.iter().enumerate() {
+            for d in 0..cfg.directions() {
+                let p = params.layer(l, d);
+                let put = |flat: &mut [f32], at: usize, t: &Tensor| {
+                    flat[at + d * t.len()..][..t.len()].copy_from_slice(t.data());
+                };
+                put(&mut flat, off.w_ih, &p.w_ih);
+                put(&mut flat, off.w_hh, &p.w_hh);
+                if let (Some((bi, bh)), Some(tbi), Some(tbh)) = (off.bias, &p.b_ih, &p.b_hh) {
+                    put(&mut flat, bi, tbi);
+                    put(&mut flat, bh, tbh);
+                }
+            }
+        }
+        flat
+    }
+
+    pub fn unflatten(&self, cfg: &RnnConfig, flat: &[f32]) -> RnnParams<f32> {
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
+        let gh = cfg.cell.gates() * h;
+        let mut layers = Vec::with_capacity(cfg.num_layers * d_n);
+        for (l, off) in self.layers.iter().enumerate() {
+            let i_l = cfg.layer_input_size(l);
+            for d in 0..d_n {
+                let get = |at: usize, shape: Vec<usize>| {
+                    let n: usize = shape.iter().product();
+                    Tensor::new(shape, flat[at + d * n..][..n].to_vec()).expect("sizes match")
+                };
+                layers.push(LayerParams {
+                    w_ih: get(off.w_ih, vec![gh, i_l]),
+                    w_hh: get(off.w_hh, vec![gh, h]),
+                    b_ih: off.bias.map(|(bi, _)| get(bi, vec![gh])),
+                    b_hh: off.bias.map(|(_, bh)| get(bh, vec![gh])),
+                });
+            }
+        }
+        RnnParams::from_parts(*cfg, layers)
+    }
+}
+
+/// Weights derived from the parameters, refreshed by `prepare.wgsl` after every update.
+struct Derived {
     /// `[D, H, G·H]`: each direction's `weight_hh` transposed, for coalesced reads forward.
     w_hh_t: wgpu::Buffer,
-    /// `[D·G·H]`: `b_ih + b_hh` (folded, since Elman cells add them), when the model has bias.
+    /// `[D·G·H]`: `b_ih + b_hh`, folded since Elman cells add them.
     bias: Option<wgpu::Buffer>,
 }
 
 /// Buffers and recorded ops for one `(T, B)`; rebuilt only when the shape changes.
-struct Workspace {
-    t: usize,
-    b: usize,
-    input: wgpu::Buffer,
-    h0: wgpu::Buffer,
+pub(crate) struct Workspace {
+    pub t: usize,
+    pub b: usize,
+    /// `[T, B, I]` floats, or `[T, B]` token ids (u32) for token input.
+    pub input: wgpu::Buffer,
+    pub h0: wgpu::Buffer,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
-    ys: Vec<wgpu::Buffer>,
-    h_n: wgpu::Buffer,
-    out_staging: wgpu::Buffer,
-    hn_staging: wgpu::Buffer,
-    /// The per-step uniforms (shared with the backward pass).
-    steps: wgpu::Buffer,
-    ops: Vec<Op>,
-    /// The backward pass's buffers and ops, built on the first `backward` at this shape.
-    backward: Option<BackwardWorkspace>,
+    pub ys: Vec<wgpu::Buffer>,
+    pub h_n: wgpu::Buffer,
+    forward_ops: Vec<Op>,
+    /// `∂L/∂output`, `[T, B, D·H]`: written by the caller (or a loss head) before backward.
+    pub grad_out: wgpu::Buffer,
+    pub grad_hn: wgpu::Buffer,
+    pub grad_h0: wgpu::Buffer,
+    /// `∂L/∂x` of each layer, `[T, B, I_l]` (layer 0's is the input gradient; unused for
+    /// token input).
+    grad_x: Vec<wgpu::Buffer>,
+    backward_ops: Vec<Op>,
     // Kept alive for the bind groups that use them.
     _keep: Vec<wgpu::Buffer>,
 }
 
-/// An Elman RNN stack whose weights live on the GPU.
+/// An Elman RNN stack whose parameters live on the GPU.
 ///
 /// A forward pass is one GEMM per layer for the input projection of all steps (both
-/// directions), then one fused step dispatch per time step (both directions), all recorded into
-/// one command encoder and submitted once. Buffers and bind groups are made once per input shape
-/// and reused; nothing is allocated inside the time loop.
+/// directions), then one fused step dispatch per time step (both directions). Backward is one
+/// fused dispatch per reverse step, then the weight gradients as GEMMs over all steps at once.
+/// Each pass is recorded into one command encoder and submitted once. Buffers and bind groups
+/// are made once per input shape and reused; nothing is allocated inside the time loop.
 ///
 /// # Example
 /// ```no_run
@@ -66,82 +144,113 @@ struct Workspace {
 pub struct GpuRnn {
     ctx: Arc<GpuContext>,
     config: RnnConfig,
-    layers: Vec<LayerWeights>,
+    token_input: bool,
+    pub(crate) layout: ParamLayout,
+    /// All parameters, flat (see [`ParamLayout`]).
+    pub(crate) params: wgpu::Buffer,
+    /// All parameter gradients, same layout; written by the backward pass.
+    pub(crate) grads: wgpu::Buffer,
+    derived: Vec<Derived>,
+    prepare_ops: Vec<Op>,
     dummy: wgpu::Buffer,
     workspace: Option<Workspace>,
     /// Whether `forward` ran on the current workspace since it was built.
     has_forward: bool,
-}
-
-/// Gradient buffers of one layer (both directions stacked, like the weights).
-struct LayerGrads {
-    w_ih: wgpu::Buffer,
-    w_hh: wgpu::Buffer,
-    bias: Option<wgpu::Buffer>,
-}
-
-struct BackwardWorkspace {
-    grad_out: wgpu::Buffer,
-    grad_hn: wgpu::Buffer,
-    grad_h0: wgpu::Buffer,
-    /// `∂L/∂x` of each layer, `[T, B, I_l]` (layer 0's is the input gradient).
-    grad_x: Vec<wgpu::Buffer>,
-    grads: Vec<LayerGrads>,
-    ops: Vec<Op>,
     _keep: Vec<wgpu::Buffer>,
+}
+
+fn act_code(cell: Cell) -> u32 {
+    match cell {
+        Cell::RnnTanh => 0,
+        Cell::RnnRelu => 1,
+    }
 }
 
 impl GpuRnn {
     /// Uploads `params` to the device.
     ///
     /// # Errors
-    /// [`crate::Error::Limit`] when a weight exceeds a buffer limit (checked before allocating).
+    /// [`Error::Limit`] when a weight exceeds a buffer limit (checked before allocating).
     pub fn new(ctx: Arc<GpuContext>, params: &RnnParams<f32>) -> Result<Self> {
+        Self::with_input(ctx, params, false)
+    }
+
+    /// As [`GpuRnn::new`]; with `token_input`, layer 0 reads token ids in `0..input_size`
+    /// and its input projection is a gather of columns of `weight_ih_l0` (an embedding).
+    pub(crate) fn with_input(
+        ctx: Arc<GpuContext>,
+        params: &RnnParams<f32>,
+        token_input: bool,
+    ) -> Result<Self> {
         let config = *params.config();
+        let layout = ParamLayout::new(&config);
         let (d_n, h) = (config.directions(), config.hidden_size);
         let gh = config.cell.gates() * h;
-        let mut layers = Vec::with_capacity(config.num_layers);
-        for l in 0..config.num_layers {
-            let dirs: Vec<_> = (0..d_n).map(|d| params.layer(l, d)).collect();
-            let w_ih: Vec<f32> = dirs.iter().flat_map(|p| p.w_ih.data()).copied().collect();
-            let w_hh: Vec<f32> = dirs.iter().flat_map(|p| p.w_hh.data()).copied().collect();
-            let mut w_hh_t = vec![0.0f32; d_n * h * gh];
-            for (d, p) in dirs.iter().enumerate() {
-                for r in 0..gh {
-                    for k in 0..h {
-                        w_hh_t[(d * h + k) * gh + r] = p.w_hh.data()[r * h + k];
-                    }
-                }
-            }
-            let bias = if config.bias {
-                let folded: Vec<f32> = dirs
-                    .iter()
-                    .flat_map(|p| {
-                        let (bi, bh) = (p.b_ih.as_ref(), p.b_hh.as_ref());
-                        let (bi, bh) = (bi.expect("bias"), bh.expect("bias"));
-                        bi.data().iter().zip(bh.data()).map(|(a, b)| a + b)
-                    })
-                    .collect();
-                Some(ops::upload(&ctx, &format!("bias l{l}"), &folded)?)
-            } else {
-                None
-            };
-            layers.push(LayerWeights {
-                w_ih: ops::upload(&ctx, &format!("weight_ih_l{l}"), &w_ih)?,
-                w_hh: ops::upload(&ctx, &format!("weight_hh_l{l}"), &w_hh)?,
-                w_hh_t: ops::upload(&ctx, &format!("weight_hh_l{l} (transposed)"), &w_hh_t)?,
-                bias,
-            });
-        }
+        ctx.check_buffer("parameters", (layout.total * 4) as u64)?;
+        let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let flat = ops::upload(&ctx, "parameters", &layout.flatten(params))?;
+        let grads = ops::storage(&ctx, "gradients", layout.total, rw)?;
         let dummy = ops::upload(&ctx, "dummy", &[0.0])?;
-        Ok(GpuRnn {
+        let mut derived = Vec::new();
+        let mut prepare_ops = Vec::new();
+        let mut keep = Vec::new();
+        for (l, off) in layout.layers.iter().enumerate() {
+            let d = Derived {
+                w_hh_t: ops::storage(
+                    &ctx,
+                    &format!("weight_hh_l{l} transposed"),
+                    d_n * h * gh,
+                    rw,
+                )?,
+                bias: match config.bias {
+                    true => Some(ops::storage(&ctx, &format!("bias l{l}"), d_n * gh, rw)?),
+                    false => None,
+                },
+            };
+            let (b_ih, b_hh) = off.bias.unwrap_or((0, 0));
+            let dims = [
+                d_n as u32,
+                h as u32,
+                off.w_hh as u32,
+                b_ih as u32,
+                b_hh as u32,
+                config.bias as u32,
+                0,
+                0,
+            ];
+            let u = ops::uniform(&ctx, "prepare dims", bytemuck::cast_slice(&dims));
+            prepare_ops.push(Op::new(
+                &ctx,
+                Kernel::Prepare,
+                &[
+                    bind(&u),
+                    bind(&flat),
+                    bind(&d.w_hh_t),
+                    bind(d.bias.as_ref().unwrap_or(&dummy)),
+                ],
+                linear_groups(d_n * h * gh),
+            )?);
+            keep.push(u);
+            derived.push(d);
+        }
+        let rnn = GpuRnn {
             ctx,
             config,
-            layers,
+            token_input,
+            layout,
+            params: flat,
+            grads,
+            derived,
+            prepare_ops,
             dummy,
             workspace: None,
             has_forward: false,
-        })
+            _keep: keep,
+        };
+        let mut encoder = rnn.encoder("prepare");
+        rnn.record_prepare(&mut encoder);
+        rnn.ctx.queue.submit([encoder.finish()]);
+        Ok(rnn)
     }
 
     /// The model's configuration.
@@ -154,18 +263,97 @@ impl GpuRnn {
         &self.ctx
     }
 
+    pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Records the refresh of the derived weights (after the parameters changed).
+    pub(crate) fn record_prepare(&self, encoder: &mut wgpu::CommandEncoder) {
+        ops::encode(encoder, &self.prepare_ops);
+    }
+
+    /// Reads the parameters back to the host.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device fails.
+    pub fn params(&self) -> Result<RnnParams<f32>> {
+        let flat = self.read(&[(&self.params, self.layout.total)], "reading parameters")?;
+        Ok(self.layout.unflatten(&self.config, &flat[0]))
+    }
+
+    /// Replaces the parameters (same config) and refreshes the derived weights.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `params` has another configuration.
+    pub fn set_params(&mut self, params: &RnnParams<f32>) -> Result<()> {
+        if *params.config() != self.config {
+            return Err(Error::config(format!(
+                "set_params: expected config {:?}, found {:?}",
+                self.config,
+                params.config()
+            )));
+        }
+        let flat = self.layout.flatten(params);
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(&flat));
+        let mut encoder = self.encoder("prepare");
+        self.record_prepare(&mut encoder);
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+
+    pub(crate) fn read(
+        &self,
+        bufs: &[(&wgpu::Buffer, usize)],
+        what: &str,
+    ) -> Result<Vec<Vec<f32>>> {
+        let stagings: Vec<wgpu::Buffer> = bufs
+            .iter()
+            .map(|(_, n)| ops::staging(&self.ctx, what, *n))
+            .collect();
+        let triples: Vec<_> = bufs
+            .iter()
+            .zip(&stagings)
+            .map(|((src, n), st)| (*src, st, (*n * 4) as u64))
+            .collect();
+        self.ctx.read_buffers(self.encoder(what), &triples, what)
+    }
+
+    /// Makes sure the workspace fits `(t, b)`, rebuilding it when the shape changed.
+    pub(crate) fn ensure_workspace(&mut self, t_len: usize, b: usize) -> Result<()> {
+        if !matches!(&self.workspace, Some(w) if w.t == t_len && w.b == b) {
+            self.workspace = None;
+            self.has_forward = false;
+            self.workspace = Some(self.build_workspace(t_len, b)?);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn workspace(&self) -> Option<&Workspace> {
+        self.workspace.as_ref()
+    }
+
     fn build_workspace(&self, t_len: usize, b: usize) -> Result<Workspace> {
         let ctx = &*self.ctx;
         let cfg = &self.config;
         let (d_n, h) = (cfg.directions(), cfg.hidden_size);
         let g = cfg.cell.gates();
+        let dh = d_n * h;
+        let tb = t_len * b;
         let states = cfg.num_layers * d_n * b * h;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-        // Sizes are checked by ops::storage before any allocation of that buffer; check the
-        // largest ones first so that an oversized request allocates nothing.
-        ctx.check_buffer("input", (t_len * b * cfg.input_size * 4) as u64)?;
-        ctx.check_buffer("output", (t_len * b * d_n * h * 4) as u64)?;
-        ctx.check_buffer("projection", (t_len * b * d_n * g * h * 4) as u64)?;
+        let in_len = if self.token_input {
+            tb
+        } else {
+            tb * cfg.input_size
+        };
+        // Check every size and dispatch before allocating anything.
+        ctx.check_buffer("input", (in_len * 4) as u64)?;
+        ctx.check_buffer("output", (tb * dh * 4) as u64)?;
+        ctx.check_buffer("projection", (tb * d_n * g * h * 4) as u64)?;
         let step_groups = [
             (h as u32).div_ceil(STEP_UNITS),
             (b as u32).div_ceil(STEP_ROWS),
@@ -173,17 +361,33 @@ impl GpuRnn {
         ];
         ctx.check_dispatch("RnnStep", step_groups)?;
         for l in 0..cfg.num_layers {
-            let spec = GemmSpec::a_bt(t_len * b, d_n * g * h, cfg.layer_input_size(l));
+            let spec = GemmSpec::a_bt(tb, d_n * g * h, cfg.layer_input_size(l));
             ctx.check_dispatch("Gemm", spec.params(false)?.workgroups())?;
         }
-        let input = ops::storage(ctx, "input", t_len * b * cfg.input_size, rw)?;
+        let input = ops::storage(ctx, "input", in_len, rw)?;
         let h0 = ops::storage(ctx, "h0", states, rw)?;
         let h_n = ops::storage(ctx, "h_n", states, rw)?;
-        let proj = ops::storage(ctx, "projection", t_len * b * d_n * g * h, rw)?;
+        let proj = ops::storage(ctx, "projection", tb * d_n * g * h, rw)?;
         let ys = (0..cfg.num_layers)
-            .map(|l| ops::storage(ctx, &format!("output l{l}"), t_len * b * d_n * h, rw))
+            .map(|l| ops::storage(ctx, &format!("output l{l}"), tb * dh, rw))
             .collect::<Result<Vec<_>>>()?;
-        // One uniform slot per step, shared by all layers, selected by dynamic offset.
+        let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
+        let grad_hn = ops::storage(ctx, "grad_h_n", states, rw)?;
+        let grad_h0 = ops::storage(ctx, "grad.h0", states, rw)?;
+        let grad_a = ops::storage(ctx, "gate gradients", tb * dh, rw)?;
+        let ones = ops::upload(ctx, "ones", &vec![1.0; tb])?;
+        let grad_x = (0..cfg.num_layers)
+            .map(|l| {
+                let n = if l == 0 && self.token_input {
+                    1
+                } else {
+                    tb * cfg.layer_input_size(l)
+                };
+                ops::storage(ctx, &format!("grad x l{l}"), n, rw)
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        // One uniform slot per step, shared by all layers and both passes.
         let mut steps = vec![0u8; t_len * UNIFORM_STRIDE as usize];
         for s in 0..t_len {
             let p = StepParams {
@@ -195,189 +399,98 @@ impl GpuRnn {
             steps[s * UNIFORM_STRIDE as usize..][..16].copy_from_slice(bytemuck::bytes_of(&p));
         }
         let step_uniform = ops::uniform(ctx, "steps", &steps);
-        let mut keep = vec![proj.clone()];
-        let mut op_list = Vec::new();
-        for (l, w) in self.layers.iter().enumerate() {
+        let step_binding = || {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &step_uniform,
+                offset: 0,
+                size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
+            })
+        };
+        let mut keep = vec![proj.clone(), grad_a.clone(), ones.clone()];
+        let mut fwd = Vec::new();
+        let mut bwd = Vec::new();
+        let mut gemm = |spec: GemmSpec,
+                        a: &wgpu::Buffer,
+                        bm: &wgpu::Buffer,
+                        bias: Option<&wgpu::Buffer>,
+                        c: &wgpu::Buffer|
+         -> Result<Op> {
+            let (op, u) = ops::gemm_op(ctx, &spec, a, bm, bias, c, &self.dummy)?;
+            keep.push(u);
+            Ok(op)
+        };
+        let mut uniforms = Vec::new();
+        for (l, off) in self.layout.layers.iter().enumerate() {
             let i_l = cfg.layer_input_size(l);
+            let der = &self.derived[l];
             let x = if l == 0 { &input } else { &ys[l - 1] };
-            let spec = GemmSpec::a_bt(t_len * b, d_n * g * h, i_l);
-            let (op, gu) =
-                ops::gemm_op(ctx, &spec, x, &w.w_ih, w.bias.as_ref(), &proj, &self.dummy)?;
-            op_list.push(op);
+            // Input projection of all steps, both directions: P = X·W_ihᵀ + (b_ih + b_hh).
+            if l == 0 && self.token_input {
+                let dims = [
+                    tb as u32,
+                    dh as u32,
+                    i_l as u32,
+                    off.w_ih as u32,
+                    cfg.bias as u32,
+                    0,
+                    0,
+                    0,
+                ];
+                let u = ops::uniform(ctx, "embed dims", bytemuck::cast_slice(&dims));
+                fwd.push(Op::new(
+                    ctx,
+                    Kernel::Embed,
+                    &[
+                        bind(&u),
+                        bind(&input),
+                        bind(&self.params),
+                        bind(der.bias.as_ref().unwrap_or(&self.dummy)),
+                        bind(&proj),
+                    ],
+                    linear_groups(tb * dh),
+                )?);
+                uniforms.push(u);
+            } else {
+                let spec = GemmSpec {
+                    b_off: off.w_ih,
+                    ..GemmSpec::a_bt(tb, d_n * g * h, i_l)
+                };
+                fwd.push(gemm(spec, x, &self.params, der.bias.as_ref(), &proj)?);
+            }
             let dims = StepDims {
                 batch: b as u32,
                 hidden: h as u32,
                 dirs: d_n as u32,
-                act: match cfg.cell {
-                    Cell::RnnTanh => 0,
-                    Cell::RnnRelu => 1,
-                },
+                act: act_code(cfg.cell),
                 state0: (l * d_n) as u32,
-                ..Default::default()
+                _pad: [off.w_hh as u32, 0, 0],
             };
             let du = ops::uniform(ctx, &format!("step dims l{l}"), bytemuck::bytes_of(&dims));
-            let step_binding = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &step_uniform,
-                offset: 0,
-                size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
-            });
             let step = Op::new(
                 ctx,
                 Kernel::RnnStep,
                 &[
-                    du.as_entire_binding(),
-                    step_binding,
-                    w.w_hh_t.as_entire_binding(),
-                    proj.as_entire_binding(),
-                    h0.as_entire_binding(),
-                    ys[l].as_entire_binding(),
-                    h_n.as_entire_binding(),
+                    bind(&du),
+                    step_binding(),
+                    bind(&der.w_hh_t),
+                    bind(&proj),
+                    bind(&h0),
+                    bind(&ys[l]),
+                    bind(&h_n),
                 ],
                 step_groups,
             )?;
             for s in 0..t_len {
-                op_list
-                    .push(step.with_offsets(vec![(s as u64 * UNIFORM_STRIDE) as u32], step_groups));
+                fwd.push(step.with_offsets(vec![(s as u64 * UNIFORM_STRIDE) as u32], step_groups));
             }
-            keep.push(gu);
-            keep.push(du);
+            uniforms.push(du);
         }
-        Ok(Workspace {
-            t: t_len,
-            b,
-            out_staging: ops::staging(ctx, "output readback", t_len * b * d_n * h),
-            hn_staging: ops::staging(ctx, "h_n readback", states),
-            steps: step_uniform,
-            backward: None,
-            input,
-            h0,
-            ys,
-            h_n,
-            ops: op_list,
-            _keep: keep,
-        })
-    }
 
-    /// Runs the stack forward: PyTorch's `nn.RNN.forward(input, h0)` on the GPU.
-    ///
-    /// `input` is `[T, B, I]`, `h0` is `[L·D, B, H]` (zeros when `None`); returns `output`
-    /// `[T, B, D·H]` and `h_n` `[L·D, B, H]`.
-    ///
-    /// # Errors
-    /// [`crate::Error::Shape`] naming `input` or `h0`, [`crate::Error::Limit`] when the shape
-    /// needs more than the device allows (checked before allocating), [`crate::Error::Gpu`]
-    /// when the device fails.
-    pub fn forward(&mut self, input: &Tensor, h0: Option<&Tensor>) -> Result<ForwardOutput> {
-        let (t_len, b) = check_inputs(&self.config, input, h0)?;
-        if !matches!(&self.workspace, Some(w) if w.t == t_len && w.b == b) {
-            self.workspace = None;
-            self.workspace = Some(self.build_workspace(t_len, b)?);
-        }
-        self.has_forward = false;
-        let ws = self.workspace.as_ref().expect("workspace just built");
-        let ctx = &self.ctx;
-        ctx.queue
-            .write_buffer(&ws.input, 0, bytemuck::cast_slice(input.data()));
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("forward"),
-            });
-        match h0 {
-            Some(h0) => ctx
-                .queue
-                .write_buffer(&ws.h0, 0, bytemuck::cast_slice(h0.data())),
-            None => encoder.clear_buffer(&ws.h0, 0, None),
-        }
-        ops::encode(&mut encoder, &ws.ops);
-        let (d_n, h, l_n) = (
-            self.config.directions(),
-            self.config.hidden_size,
-            self.config.num_layers,
-        );
-        let out_len = t_len * b * d_n * h;
-        let hn_len = l_n * d_n * b * h;
-        let y = ws.ys.last().expect("num_layers >= 1");
-        let mut res = ctx.read_buffers(
-            encoder,
-            &[
-                (y, &ws.out_staging, (out_len * 4) as u64),
-                (&ws.h_n, &ws.hn_staging, (hn_len * 4) as u64),
-            ],
-            "forward",
-        )?;
-        let h_n = Tensor::new(vec![l_n * d_n, b, h], res.pop().expect("two reads"))?;
-        let output = Tensor::new(vec![t_len, b, d_n * h], res.pop().expect("two reads"))?;
-        self.has_forward = true;
-        Ok(ForwardOutput { output, h_n })
-    }
-
-    fn build_backward(&self, ws: &Workspace) -> Result<BackwardWorkspace> {
-        let ctx = &*self.ctx;
-        let cfg = &self.config;
-        let (t_len, b) = (ws.t, ws.b);
-        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
-        let dh = d_n * h;
-        let tb = t_len * b;
-        let states = cfg.num_layers * d_n * b * h;
-        let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-        let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
-        let grad_hn = ops::storage(ctx, "grad_h_n", states, rw)?;
-        let grad_h0 = ops::storage(ctx, "grad.h0", states, rw)?;
-        let grad_a = ops::storage(ctx, "gate gradients", tb * dh, rw)?;
-        let ones = ops::upload(ctx, "ones", &vec![1.0; tb])?;
-        let grad_x = (0..cfg.num_layers)
-            .map(|l| {
-                ops::storage(
-                    ctx,
-                    &format!("grad x l{l}"),
-                    tb * cfg.layer_input_size(l),
-                    rw,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let grads = (0..cfg.num_layers)
-            .map(|l| {
-                Ok(LayerGrads {
-                    w_ih: ops::storage(
-                        ctx,
-                        &format!("grad.weight_ih_l{l}"),
-                        dh * cfg.layer_input_size(l),
-                        rw,
-                    )?,
-                    w_hh: ops::storage(ctx, &format!("grad.weight_hh_l{l}"), d_n * h * h, rw)?,
-                    bias: if cfg.bias {
-                        Some(ops::storage(ctx, &format!("grad.bias_l{l}"), dh, rw)?)
-                    } else {
-                        None
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut op_list = Vec::new();
-        let mut keep = vec![grad_a.clone(), ones.clone()];
-        let mut dims_keep = Vec::new();
-        let step_groups = [
-            (h as u32).div_ceil(STEP_UNITS),
-            (b as u32).div_ceil(STEP_ROWS),
-            d_n as u32,
-        ];
-        let mut gemm = |spec: GemmSpec,
-                        a: &wgpu::Buffer,
-                        bm: &wgpu::Buffer,
-                        c: &wgpu::Buffer,
-                        list: &mut Vec<Op>|
-         -> Result<()> {
-            let (op, u) = ops::gemm_op(ctx, &spec, a, bm, None, c, &self.dummy)?;
-            list.push(op);
-            keep.push(u);
-            Ok(())
-        };
+        // Backward, from the top layer down.
         for l in (0..cfg.num_layers).rev() {
-            let w = &self.layers[l];
-            let g = &grads[l];
+            let off = self.layout.layers[l];
             let i_l = cfg.layer_input_size(l);
-            let x = if l == 0 { &ws.input } else { &ws.ys[l - 1] };
+            let x = if l == 0 { &input } else { &ys[l - 1] };
             let grad_y = if l + 1 == cfg.num_layers {
                 &grad_out
             } else {
@@ -387,12 +500,9 @@ impl GpuRnn {
                 batch: b as u32,
                 hidden: h as u32,
                 dirs: d_n as u32,
-                act: match cfg.cell {
-                    Cell::RnnTanh => 0,
-                    Cell::RnnRelu => 1,
-                },
+                act: act_code(cfg.cell),
                 state0: (l * d_n) as u32,
-                ..Default::default()
+                _pad: [off.w_hh as u32, 0, 0],
             };
             let du = ops::uniform(
                 ctx,
@@ -403,135 +513,191 @@ impl GpuRnn {
                 ctx,
                 Kernel::RnnStepBwd,
                 &[
-                    du.as_entire_binding(),
-                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &ws.steps,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
-                    }),
-                    w.w_hh.as_entire_binding(),
-                    grad_y.as_entire_binding(),
-                    grad_hn.as_entire_binding(),
-                    ws.ys[l].as_entire_binding(),
-                    grad_a.as_entire_binding(),
+                    bind(&du),
+                    step_binding(),
+                    bind(&self.params),
+                    bind(grad_y),
+                    bind(&grad_hn),
+                    bind(&ys[l]),
+                    bind(&grad_a),
                 ],
                 step_groups,
             )?;
-            dims_keep.push(du);
+            uniforms.push(du);
             for s in 0..t_len {
                 let entry = (t_len - 1 - s) as u64 * UNIFORM_STRIDE;
-                op_list.push(step.with_offsets(vec![entry as u32], step_groups));
+                bwd.push(step.with_offsets(vec![entry as u32], step_groups));
             }
             for d in 0..d_n {
                 let ld = l * d_n + d;
                 // The step first processed in forward time, whose h_prev was h0.
                 let t0 = if d == 0 { 0 } else { t_len - 1 };
                 // ∂h0 = δa_{t0}·W_hh
-                gemm(
-                    GemmSpec {
-                        a_off: t0 * b * dh + d * h,
-                        a_rs: dh,
-                        b_off: d * h * h,
-                        c_off: ld * b * h,
-                        ..GemmSpec::row_major(b, h, h)
-                    },
-                    &grad_a,
-                    &w.w_hh,
-                    &grad_h0,
-                    &mut op_list,
-                )?;
+                let spec = GemmSpec {
+                    a_off: t0 * b * dh + d * h,
+                    a_rs: dh,
+                    b_off: off.w_hh + d * h * h,
+                    c_off: ld * b * h,
+                    ..GemmSpec::row_major(b, h, h)
+                };
+                bwd.push(gemm(spec, &grad_a, &self.params, None, &grad_h0)?);
                 // ∂W_hh = Σ_t δa_tᵀ·h_{t-1}: the steps whose h_prev is in y, then the h0 step.
                 let (a_first, y_first) = if d == 0 { (1, 0) } else { (0, 1) };
-                gemm(
-                    GemmSpec {
-                        m: h,
-                        n: h,
-                        k: (t_len - 1) * b,
-                        a_off: a_first * b * dh + d * h,
-                        a_rs: 1,
-                        a_cs: dh,
-                        b_off: y_first * b * dh + d * h,
-                        b_rs: dh,
-                        b_cs: 1,
-                        c_off: d * h * h,
-                        c_rs: h,
-                        alpha: 1.0,
-                        accumulate: false,
-                    },
-                    &grad_a,
-                    &ws.ys[l],
-                    &g.w_hh,
-                    &mut op_list,
-                )?;
-                gemm(
-                    GemmSpec {
-                        m: h,
-                        n: h,
-                        k: b,
-                        a_off: t0 * b * dh + d * h,
-                        a_rs: 1,
-                        a_cs: dh,
-                        b_off: ld * b * h,
-                        b_rs: h,
-                        b_cs: 1,
-                        c_off: d * h * h,
-                        c_rs: h,
-                        alpha: 1.0,
-                        accumulate: true,
-                    },
-                    &grad_a,
-                    &ws.h0,
-                    &g.w_hh,
-                    &mut op_list,
-                )?;
-            }
-            // Both directions at once: ∂W_ih = δAᵀ·X, ∂b = 1ᵀ·δA, ∂X = δA·W_ih.
-            gemm(
-                GemmSpec {
+                let spec = GemmSpec {
+                    a_off: a_first * b * dh + d * h,
                     a_rs: 1,
                     a_cs: dh,
-                    ..GemmSpec::row_major(dh, i_l, tb)
-                },
-                &grad_a,
-                x,
-                &g.w_ih,
-                &mut op_list,
-            )?;
-            if let Some(gb) = &g.bias {
-                gemm(
-                    GemmSpec::row_major(1, dh, tb),
-                    &ones,
-                    &grad_a,
-                    gb,
-                    &mut op_list,
-                )?;
+                    b_off: y_first * b * dh + d * h,
+                    b_rs: dh,
+                    c_off: off.w_hh + d * h * h,
+                    ..GemmSpec::row_major(h, h, (t_len - 1) * b)
+                };
+                bwd.push(gemm(spec, &grad_a, &ys[l], None, &self.grads)?);
+                let spec = GemmSpec {
+                    a_off: t0 * b * dh + d * h,
+                    a_rs: 1,
+                    a_cs: dh,
+                    b_off: ld * b * h,
+                    c_off: off.w_hh + d * h * h,
+                    accumulate: true,
+                    ..GemmSpec::row_major(h, h, b)
+                };
+                bwd.push(gemm(spec, &grad_a, &h0, None, &self.grads)?);
             }
-            gemm(
-                GemmSpec::row_major(tb, i_l, dh),
-                &grad_a,
-                &w.w_ih,
-                &grad_x[l],
-                &mut op_list,
-            )?;
+            // Both directions at once: ∂W_ih = δAᵀ·X (a scatter for token input),
+            // ∂b_ih = ∂b_hh = 1ᵀ·δA, ∂X = δA·W_ih.
+            if l == 0 && self.token_input {
+                let dims = [
+                    tb as u32,
+                    dh as u32,
+                    i_l as u32,
+                    off.w_ih as u32,
+                    0,
+                    0,
+                    0,
+                    0,
+                ];
+                let u = ops::uniform(ctx, "embed backward dims", bytemuck::cast_slice(&dims));
+                bwd.push(Op::new(
+                    ctx,
+                    Kernel::EmbedBwd,
+                    &[bind(&u), bind(&input), bind(&grad_a), bind(&self.grads)],
+                    linear_groups(dh * i_l),
+                )?);
+                uniforms.push(u);
+            } else {
+                let spec = GemmSpec {
+                    a_rs: 1,
+                    a_cs: dh,
+                    c_off: off.w_ih,
+                    ..GemmSpec::row_major(dh, i_l, tb)
+                };
+                bwd.push(gemm(spec, &grad_a, x, None, &self.grads)?);
+                let spec = GemmSpec {
+                    b_off: off.w_ih,
+                    ..GemmSpec::row_major(tb, i_l, dh)
+                };
+                bwd.push(gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
+            }
+            if let Some((bi, bh)) = off.bias {
+                for c_off in [bi, bh] {
+                    let spec = GemmSpec {
+                        c_off,
+                        ..GemmSpec::row_major(1, dh, tb)
+                    };
+                    bwd.push(gemm(spec, &ones, &grad_a, None, &self.grads)?);
+                }
+            }
         }
-        keep.extend(dims_keep);
-        Ok(BackwardWorkspace {
+        keep.extend(uniforms);
+        keep.push(step_uniform.clone());
+        Ok(Workspace {
+            t: t_len,
+            b,
+            input,
+            h0,
+            ys,
+            h_n,
+            forward_ops: fwd,
             grad_out,
             grad_hn,
             grad_h0,
             grad_x,
-            grads,
-            ops: op_list,
+            backward_ops: bwd,
             _keep: keep,
         })
+    }
+
+    /// Records the forward pass into `encoder`; `clear_h0` zeroes `h0` first (else the
+    /// caller has written it, or carried `h_n` into it for truncated BPTT).
+    pub(crate) fn record_forward(&mut self, encoder: &mut wgpu::CommandEncoder, clear_h0: bool) {
+        let ws = self.workspace.as_ref().expect("ensure_workspace first");
+        if clear_h0 {
+            encoder.clear_buffer(&ws.h0, 0, None);
+        }
+        ops::encode(encoder, &ws.forward_ops);
+        self.has_forward = true;
+    }
+
+    /// Records the backward pass; `grad_out` (and `grad_hn`) must hold the incoming gradients.
+    pub(crate) fn record_backward(&self, encoder: &mut wgpu::CommandEncoder) {
+        let ws = self.workspace.as_ref().expect("ensure_workspace first");
+        ops::encode(encoder, &ws.backward_ops);
+    }
+
+    /// Runs the stack forward: PyTorch's `nn.RNN.forward(input, h0)` on the GPU.
+    ///
+    /// `input` is `[T, B, I]`, `h0` is `[L·D, B, H]` (zeros when `None`); returns `output`
+    /// `[T, B, D·H]` and `h_n` `[L·D, B, H]`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming `input` or `h0`, [`Error::Limit`] when the shape needs more
+    /// than the device allows (checked before allocating), [`Error::Gpu`] when the device fails.
+    pub fn forward(&mut self, input: &Tensor, h0: Option<&Tensor>) -> Result<ForwardOutput> {
+        if self.token_input {
+            return Err(Error::config(
+                "forward: this model takes token ids, not a float tensor",
+            ));
+        }
+        let (t_len, b) = check_inputs(&self.config, input, h0)?;
+        self.ensure_workspace(t_len, b)?;
+        let ws = self.workspace.as_ref().expect("built above");
+        self.ctx
+            .queue
+            .write_buffer(&ws.input, 0, bytemuck::cast_slice(input.data()));
+        if let Some(h0) = h0 {
+            self.ctx
+                .queue
+                .write_buffer(&ws.h0, 0, bytemuck::cast_slice(h0.data()));
+        }
+        let mut encoder = self.encoder("forward");
+        self.record_forward(&mut encoder, h0.is_none());
+        let ws = self.workspace.as_ref().expect("built above");
+        let (d_n, h, l_n) = (
+            self.config.directions(),
+            self.config.hidden_size,
+            self.config.num_layers,
+        );
+        let (out_len, hn_len) = (t_len * b * d_n * h, l_n * d_n * b * h);
+        let out_st = ops::staging(&self.ctx, "output readback", out_len);
+        let hn_st = ops::staging(&self.ctx, "h_n readback", hn_len);
+        let y = ws.ys.last().expect("num_layers >= 1");
+        let mut res = self.ctx.read_buffers(
+            encoder,
+            &[
+                (y, &out_st, (out_len * 4) as u64),
+                (&ws.h_n, &hn_st, (hn_len * 4) as u64),
+            ],
+            "forward",
+        )?;
+        let h_n = Tensor::new(vec![l_n * d_n, b, h], res.pop().expect("two reads"))?;
+        let output = Tensor::new(vec![t_len, b, d_n * h], res.pop().expect("two reads"))?;
+        Ok(ForwardOutput { output, h_n })
     }
 
     /// Backpropagation through time for the last [`GpuRnn::forward`]: the gradients of
     /// `L = Σ output·grad_output + Σ h_n·grad_h_n` (`grad_h_n` zeros when `None`) with respect
     /// to the input, `h0` and every parameter (see [`crate::cpu::backward`] for the math).
-    ///
-    /// One fused dispatch per reverse step for both directions, then the weight gradients as
-    /// GEMMs over all steps at once; everything in one submit.
     ///
     /// # Errors
     /// [`Error::Config`] when no forward pass preceded it, [`Error::Shape`] naming
@@ -542,7 +708,11 @@ impl GpuRnn {
         grad_h_n: Option<&Tensor>,
     ) -> Result<Gradients> {
         let cfg = self.config;
-        let Some(ws) = self.workspace.as_ref().filter(|_| self.has_forward) else {
+        let Some(ws) = self
+            .workspace
+            .as_ref()
+            .filter(|_| self.has_forward && !self.token_input)
+        else {
             return Err(Error::config(
                 "backward: no forward pass to differentiate; call forward first",
             ));
@@ -555,78 +725,36 @@ impl GpuRnn {
             g.expect_shape("grad_h_n", &[l_n * d_n, b, h])?;
             g.expect_finite("grad_h_n")?;
         }
-        if self
-            .workspace
-            .as_ref()
-            .is_some_and(|w| w.backward.is_none())
-        {
-            let bw = self.build_backward(self.workspace.as_ref().expect("checked"))?;
-            self.workspace.as_mut().expect("checked").backward = Some(bw);
-        }
-        let ws = self.workspace.as_ref().expect("checked");
-        let bw = ws.backward.as_ref().expect("just built");
-        let ctx = &self.ctx;
-        ctx.queue
-            .write_buffer(&bw.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("backward"),
-            });
+        let queue = &self.ctx.queue;
+        queue.write_buffer(&ws.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
+        let mut encoder = self.encoder("backward");
         match grad_h_n {
-            Some(g) => ctx
-                .queue
-                .write_buffer(&bw.grad_hn, 0, bytemuck::cast_slice(g.data())),
-            None => encoder.clear_buffer(&bw.grad_hn, 0, None),
+            Some(g) => queue.write_buffer(&ws.grad_hn, 0, bytemuck::cast_slice(g.data())),
+            None => encoder.clear_buffer(&ws.grad_hn, 0, None),
         }
-        ops::encode(&mut encoder, &bw.ops);
-        // Read back: input gradient, h0 gradient, then each layer's weight gradients.
-        let mut reads: Vec<(&wgpu::Buffer, usize)> = vec![
-            (&bw.grad_x[0], t_len * b * cfg.input_size),
-            (&bw.grad_h0, l_n * d_n * b * h),
+        self.record_backward(&mut encoder);
+        let reads = [
+            (&ws.grad_x[0], t_len * b * cfg.input_size),
+            (&ws.grad_h0, l_n * d_n * b * h),
+            (&self.grads, self.layout.total),
         ];
-        for (l, g) in bw.grads.iter().enumerate() {
-            reads.push((&g.w_ih, d_n * h * cfg.layer_input_size(l)));
-            reads.push((&g.w_hh, d_n * h * h));
-            if let Some(gb) = &g.bias {
-                reads.push((gb, d_n * h));
-            }
-        }
         let stagings: Vec<wgpu::Buffer> = reads
             .iter()
-            .map(|(_, n)| ops::staging(ctx, "gradient readback", *n))
+            .map(|(_, n)| ops::staging(&self.ctx, "gradient readback", *n))
             .collect();
         let triples: Vec<_> = reads
             .iter()
             .zip(&stagings)
             .map(|((src, n), st)| (*src, st, (*n * 4) as u64))
             .collect();
-        let mut data = ctx.read_buffers(encoder, &triples, "backward")?.into_iter();
+        let mut data = self
+            .ctx
+            .read_buffers(encoder, &triples, "backward")?
+            .into_iter();
         let mut next = || data.next().expect("one result per read");
         let input = Tensor::new(vec![t_len, b, cfg.input_size], next())?;
         let h0 = Tensor::new(vec![l_n * d_n, b, h], next())?;
-        let mut layers = Vec::with_capacity(l_n * d_n);
-        for l in 0..l_n {
-            let i_l = cfg.layer_input_size(l);
-            let (w_ih, w_hh) = (next(), next());
-            let bias = cfg.bias.then(&mut next);
-            for d in 0..d_n {
-                let part = |v: &[f32], n: usize, shape: Vec<usize>| {
-                    Tensor::new(shape, v[d * n..][..n].to_vec()).expect("sizes match")
-                };
-                let bt = bias.as_ref().map(|v| part(v, h, vec![h]));
-                layers.push(LayerParams {
-                    w_ih: part(&w_ih, h * i_l, vec![h, i_l]),
-                    w_hh: part(&w_hh, h * h, vec![h, h]),
-                    b_ih: bt.clone(),
-                    b_hh: bt,
-                });
-            }
-        }
-        Ok(Gradients {
-            input,
-            h0,
-            params: RnnParams::from_parts(cfg, layers),
-        })
+        let params = self.layout.unflatten(&cfg, &next());
+        Ok(Gradients { input, h0, params })
     }
 }
