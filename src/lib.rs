@@ -53,6 +53,7 @@ pub mod io;
 pub mod model;
 pub mod params;
 pub mod tensor;
+pub mod train;
 
 pub use config::{Cell, RnnConfig};
 pub use cpu::ForwardOutput;

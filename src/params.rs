@@ -391,3 +391,82 @@ fn parse_param_name(name: &str) -> Option<ParamName> {
         is_bias,
     })
 }
+
+/// Where each layer's parameters sit in the flat parameter (and gradient) buffer. Per layer,
+/// both directions of each tensor are adjacent (`weight_ih_l{k}` then `weight_ih_l{k}_reverse`),
+/// so one GEMM projects the input for both directions: `w_ih`, `w_hh`, `b_ih`, `b_hh`.
+#[derive(Debug, Clone)]
+pub(crate) struct ParamLayout {
+    pub layers: Vec<LayerOffsets>,
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerOffsets {
+    pub w_ih: usize,
+    pub w_hh: usize,
+    /// `(b_ih, b_hh)` when the model has bias.
+    pub bias: Option<(usize, usize)>,
+}
+
+impl ParamLayout {
+    pub fn new(cfg: &RnnConfig) -> Self {
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
+        let gh = cfg.cell.gates() * h;
+        let mut at = 0;
+        let mut take = |n: usize| {
+            at += n;
+            at - n
+        };
+        let layers = (0..cfg.num_layers)
+            .map(|l| LayerOffsets {
+                w_ih: take(d_n * gh * cfg.layer_input_size(l)),
+                w_hh: take(d_n * gh * h),
+                bias: cfg.bias.then(|| (take(d_n * gh), take(d_n * gh))),
+            })
+            .collect();
+        ParamLayout { layers, total: at }
+    }
+
+    pub fn flatten(&self, params: &RnnParams<f32>) -> Vec<f32> {
+        let cfg = params.config();
+        let mut flat = vec![0.0; self.total];
+        for (l, off) in self.layers.iter().enumerate() {
+            for d in 0..cfg.directions() {
+                let p = params.layer(l, d);
+                let put = |flat: &mut [f32], at: usize, t: &Tensor| {
+                    flat[at + d * t.len()..][..t.len()].copy_from_slice(t.data());
+                };
+                put(&mut flat, off.w_ih, &p.w_ih);
+                put(&mut flat, off.w_hh, &p.w_hh);
+                if let (Some((bi, bh)), Some(tbi), Some(tbh)) = (off.bias, &p.b_ih, &p.b_hh) {
+                    put(&mut flat, bi, tbi);
+                    put(&mut flat, bh, tbh);
+                }
+            }
+        }
+        flat
+    }
+
+    pub fn unflatten(&self, cfg: &RnnConfig, flat: &[f32]) -> RnnParams<f32> {
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
+        let gh = cfg.cell.gates() * h;
+        let mut layers = Vec::with_capacity(cfg.num_layers * d_n);
+        for (l, off) in self.layers.iter().enumerate() {
+            let i_l = cfg.layer_input_size(l);
+            for d in 0..d_n {
+                let get = |at: usize, shape: Vec<usize>| {
+                    let n: usize = shape.iter().product();
+                    Tensor::new(shape, flat[at + d * n..][..n].to_vec()).expect("sizes match")
+                };
+                layers.push(LayerParams {
+                    w_ih: get(off.w_ih, vec![gh, i_l]),
+                    w_hh: get(off.w_hh, vec![gh, h]),
+                    b_ih: off.bias.map(|(bi, _)| get(bi, vec![gh])),
+                    b_hh: off.bias.map(|(_, bh)| get(bh, vec![gh])),
+                });
+            }
+        }
+        RnnParams::from_parts(*cfg, layers)
+    }
+}

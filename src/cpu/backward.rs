@@ -1,7 +1,7 @@
 //! Backpropagation through time on the CPU.
 
 use crate::config::Cell;
-use crate::cpu::check_inputs;
+use crate::cpu::{Input, check_inputs};
 use crate::error::{Error, Result};
 use crate::params::{LayerParams, RnnParams};
 use crate::tensor::{Float, Tensor};
@@ -62,8 +62,34 @@ pub fn backward<T: Float>(
     grad_output: &Tensor<T>,
     grad_h_n: Option<&Tensor<T>>,
 ) -> Result<Gradients<T>> {
+    check_inputs(params.config(), input, h0)?;
+    let (grad_input, h0, params) = backward_input(
+        params,
+        Input::Dense(input),
+        h0,
+        layer_outputs,
+        grad_output,
+        grad_h_n,
+    )?;
+    Ok(Gradients {
+        input: grad_input.expect("dense input has a gradient"),
+        h0,
+        params,
+    })
+}
+
+/// [`backward`] for either kind of input: returns `(∂input, ∂h0, ∂θ)`, with no input gradient
+/// for token ids.
+pub(crate) fn backward_input<T: Float>(
+    params: &RnnParams<T>,
+    input: Input<'_, T>,
+    h0: Option<&Tensor<T>>,
+    layer_outputs: &[Tensor<T>],
+    grad_output: &Tensor<T>,
+    grad_h_n: Option<&Tensor<T>>,
+) -> Result<(Option<Tensor<T>>, Tensor<T>, RnnParams<T>)> {
     let cfg = *params.config();
-    let (t_len, b) = check_inputs(&cfg, input, h0)?;
+    let (t_len, b) = input.dims();
     let (h, d_n) = (cfg.hidden_size, cfg.directions());
     let dh = d_n * h;
     let ld_n = cfg.num_layers * d_n;
@@ -109,10 +135,14 @@ pub fn backward<T: Float>(
     let mut carry = vec![T::zero(); b * h];
     let mut dh_vec = vec![T::zero(); b * h];
     for l in (0..cfg.num_layers).rev() {
-        let x = if l == 0 { input } else { &layer_outputs[l - 1] };
+        let x = match (l, input) {
+            (0, Input::Dense(x)) => Some(x),
+            (0, Input::Tokens { .. }) => None,
+            _ => Some(&layer_outputs[l - 1]),
+        };
         let i_l = cfg.layer_input_size(l);
         let y = &layer_outputs[l];
-        let mut d_x = Tensor::zeros(&[t_len, b, i_l]);
+        let mut d_x = Tensor::zeros(&[t_len, b, if x.is_some() { i_l } else { 0 }]);
         for d in 0..d_n {
             let ld = l * d_n + d;
             let p = params.layer(l, d);
@@ -186,38 +216,52 @@ pub fn backward<T: Float>(
                 h,
                 1,
             );
-            T::gemm(
-                h,
-                tb,
-                i_l,
-                T::one(),
-                &d_a,
-                1,
-                h,
-                x.data(),
-                i_l,
-                1,
-                T::zero(),
-                g.w_ih.data_mut(),
-                i_l,
-                1,
-            );
-            T::gemm(
-                tb,
-                h,
-                i_l,
-                T::one(),
-                &d_a,
-                h,
-                1,
-                p.w_ih.data(),
-                i_l,
-                1,
-                T::one(),
-                d_x.data_mut(),
-                i_l,
-                1,
-            );
+            match (x, input) {
+                (Some(x), _) => {
+                    T::gemm(
+                        h,
+                        tb,
+                        i_l,
+                        T::one(),
+                        &d_a,
+                        1,
+                        h,
+                        x.data(),
+                        i_l,
+                        1,
+                        T::zero(),
+                        g.w_ih.data_mut(),
+                        i_l,
+                        1,
+                    );
+                    T::gemm(
+                        tb,
+                        h,
+                        i_l,
+                        T::one(),
+                        &d_a,
+                        h,
+                        1,
+                        p.w_ih.data(),
+                        i_l,
+                        1,
+                        T::one(),
+                        d_x.data_mut(),
+                        i_l,
+                        1,
+                    );
+                }
+                (None, Input::Tokens { ids, .. }) => {
+                    // The gather's gradient: column `id` of ∂W_ih collects δa of its steps.
+                    let gw = g.w_ih.data_mut();
+                    for (row, &id) in d_a.chunks_exact(h).zip(ids) {
+                        for (j, &v) in row.iter().enumerate() {
+                            gw[j * i_l + id as usize] = gw[j * i_l + id as usize] + v;
+                        }
+                    }
+                }
+                (None, Input::Dense(_)) => unreachable!("dense input is always Some"),
+            }
             if let (Some(gbi), Some(gbh)) = (&mut g.b_ih, &mut g.b_hh) {
                 let sums = gbi.data_mut();
                 for row in d_a.chunks_exact(h) {
@@ -230,9 +274,6 @@ pub fn backward<T: Float>(
         }
         d_y = d_x;
     }
-    Ok(Gradients {
-        input: d_y,
-        h0: grad_h0,
-        params: RnnParams::from_parts(cfg, grads),
-    })
+    let grad_input = matches!(input, Input::Dense(_)).then_some(d_y);
+    Ok((grad_input, grad_h0, RnnParams::from_parts(cfg, grads)))
 }

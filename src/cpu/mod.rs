@@ -6,6 +6,7 @@
 
 mod backward;
 
+pub(crate) use backward::backward_input;
 pub use backward::{Gradients, backward};
 
 use crate::config::{Cell, RnnConfig};
@@ -72,8 +73,35 @@ pub fn forward_trace<T: Float>(
     input: &Tensor<T>,
     h0: Option<&Tensor<T>>,
 ) -> Result<(ForwardOutput<T>, Vec<Tensor<T>>)> {
+    check_inputs(params.config(), input, h0)?;
+    forward_trace_input(params, Input::Dense(input), h0)
+}
+
+/// Layer 0's input: a dense `[T, B, I]` tensor, or token ids `[T, B]` in `0..I` whose input
+/// projection is a gather of columns of `weight_ih_l0` (an embedding lookup).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a, T> {
+    Dense(&'a Tensor<T>),
+    Tokens { ids: &'a [u32], t: usize, b: usize },
+}
+
+impl<T: Float> Input<'_, T> {
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        match self {
+            Input::Dense(x) => (x.shape()[0], x.shape()[1]),
+            Input::Tokens { t, b, .. } => (*t, *b),
+        }
+    }
+}
+
+/// [`forward_trace`] for checked inputs of either kind.
+pub(crate) fn forward_trace_input<T: Float>(
+    params: &RnnParams<T>,
+    input: Input<'_, T>,
+    h0: Option<&Tensor<T>>,
+) -> Result<(ForwardOutput<T>, Vec<Tensor<T>>)> {
     let cfg = *params.config();
-    let (t_len, b) = check_inputs(&cfg, input, h0)?;
+    let (t_len, b) = input.dims();
     let (h, d_n) = (cfg.hidden_size, cfg.directions());
     let dh = d_n * h;
     let mut h_n = Tensor::zeros(&[cfg.num_layers * d_n, b, h]);
@@ -81,7 +109,6 @@ pub fn forward_trace<T: Float>(
     let mut proj = vec![T::zero(); t_len * b * h];
     let mut h_prev = vec![T::zero(); b * h];
     for l in 0..cfg.num_layers {
-        let x = outputs.last().unwrap_or(input);
         let i_l = cfg.layer_input_size(l);
         let mut y = Tensor::zeros(&[t_len, b, dh]);
         for d in 0..d_n {
@@ -97,22 +124,38 @@ pub fn forward_trace<T: Float>(
                 }
                 _ => proj.fill(T::zero()),
             }
-            T::gemm(
-                t_len * b,
-                i_l,
-                h,
-                T::one(),
-                x.data(),
-                i_l,
-                1,
-                p.w_ih.data(),
-                1,
-                i_l,
-                T::one(),
-                &mut proj,
-                h,
-                1,
-            );
+            match (outputs.last(), input) {
+                (None, Input::Tokens { ids, .. }) => {
+                    for (row, &id) in proj.chunks_exact_mut(h).zip(ids) {
+                        for (j, o) in row.iter_mut().enumerate() {
+                            *o = *o + p.w_ih.data()[j * i_l + id as usize];
+                        }
+                    }
+                }
+                (x, _) => {
+                    let x = match (x, input) {
+                        (Some(y), _) => y,
+                        (None, Input::Dense(x)) => x,
+                        (None, Input::Tokens { .. }) => unreachable!("matched above"),
+                    };
+                    T::gemm(
+                        t_len * b,
+                        i_l,
+                        h,
+                        T::one(),
+                        x.data(),
+                        i_l,
+                        1,
+                        p.w_ih.data(),
+                        1,
+                        i_l,
+                        T::one(),
+                        &mut proj,
+                        h,
+                        1,
+                    );
+                }
+            }
             let ld = l * d_n + d;
             for s in 0..t_len {
                 let t = if d == 0 { s } else { t_len - 1 - s };

@@ -258,3 +258,21 @@ pub(crate) struct StepParams {
     pub first: u32,
     pub last: u32,
 }
+
+/// Uniform `Hyper` of `shaders/optim.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct OptimHyper {
+    pub n: u32,
+    pub kind: u32,
+    pub n_norms: u32,
+    pub p_off: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+    pub max_norm: f32,
+}

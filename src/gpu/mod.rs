@@ -6,7 +6,9 @@ mod context;
 pub mod kernels;
 mod ops;
 mod rnn;
+mod train;
 
 pub use context::{AdapterOptions, GpuContext, list_adapters};
 pub use ops::{GemmSpec, gemm};
 pub use rnn::GpuRnn;
+pub use train::GpuTrainer;

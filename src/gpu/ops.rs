@@ -103,7 +103,9 @@ pub(crate) fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
         }))
 }
 

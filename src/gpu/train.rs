@@ -1,0 +1,348 @@
+//! The training step on the GPU: one submit per step, parameters, gradients and optimizer
+//! moments resident; the loss is read back only when asked.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::{Kernel, OptimHyper};
+use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
+use crate::gpu::rnn::GpuRnn;
+use crate::params::ParamLayout;
+use crate::train::{Batch, SeqModel, Task, TrainConfig, TrainState};
+
+/// One trainable buffer with its gradient and optimizer moments.
+struct Slot {
+    len: usize,
+    m1: wgpu::Buffer,
+    m2: wgpu::Buffer,
+    hyper: wgpu::Buffer,
+}
+
+/// Buffers and ops of the head, loss and update for one `(T, B)`.
+struct StepWorkspace {
+    t: usize,
+    b: usize,
+    targets: wgpu::Buffer,
+    /// Head, loss, loss sum, head backward (before the stack's backward).
+    head_ops: Vec<Op>,
+    /// Gradient norms and optimizer updates (after the stack's backward).
+    update_ops: Vec<Op>,
+    _keep: Vec<wgpu::Buffer>,
+}
+
+/// Trains a [`SeqModel`] on the GPU (used through [`crate::train::Trainer`]).
+pub struct GpuTrainer {
+    ctx: Arc<GpuContext>,
+    cfg: TrainConfig,
+    model: SeqModel,
+    rnn: GpuRnn,
+    head_w: wgpu::Buffer,
+    head_b: wgpu::Buffer,
+    g_head_w: wgpu::Buffer,
+    g_head_b: wgpu::Buffer,
+    /// Stack, head weight, head bias.
+    slots: [Slot; 3],
+    norms: wgpu::Buffer,
+    loss: wgpu::Buffer,
+    ws: Option<StepWorkspace>,
+    step: u64,
+    /// `(T, B)` of the last step, whose `h_n` a carrying step starts from.
+    carried: Option<(usize, usize)>,
+}
+
+impl GpuTrainer {
+    /// Uploads the state.
+    ///
+    /// # Errors
+    /// [`crate::Error::Limit`] when a buffer exceeds the device's limits.
+    pub fn new(ctx: Arc<GpuContext>, state: &TrainState, cfg: TrainConfig) -> Result<Self> {
+        let model = state.model.clone();
+        let tokens = matches!(model.task, Task::Tokens { .. });
+        let rnn = GpuRnn::with_input(ctx.clone(), &model.rnn, tokens)?;
+        let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let lens = [
+            ParamLayout::new(model.config()).total,
+            model.head_w.len(),
+            model.head_b.len(),
+        ];
+        let mut at = 0;
+        let mut slots = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let m1 = ops::upload(
+                &ctx,
+                &format!("moment 1 of buffer {i}"),
+                &state.m1[at..at + len],
+            )?;
+            let m2 = ops::upload(
+                &ctx,
+                &format!("moment 2 of buffer {i}"),
+                &state.m2[at..at + len],
+            )?;
+            let hyper = ops::uniform(
+                &ctx,
+                "optimizer",
+                bytemuck::bytes_of(&OptimHyper::default()),
+            );
+            slots.push(Slot { len, m1, m2, hyper });
+            at += len;
+        }
+        let slots: [Slot; 3] = slots.try_into().ok().expect("three slots");
+        Ok(GpuTrainer {
+            head_w: ops::upload(&ctx, "head weight", model.head_w.data())?,
+            head_b: ops::upload(&ctx, "head bias", model.head_b.data())?,
+            g_head_w: ops::storage(&ctx, "grad head weight", model.head_w.len(), rw)?,
+            g_head_b: ops::storage(&ctx, "grad head bias", model.head_b.len(), rw)?,
+            norms: ops::storage(&ctx, "gradient norms", 3, rw)?,
+            loss: ops::storage(&ctx, "loss", 1, rw)?,
+            slots,
+            ctx,
+            cfg,
+            model,
+            rnn,
+            ws: None,
+            step: state.step,
+            carried: None,
+        })
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    fn build(&self, t: usize, b: usize) -> Result<StepWorkspace> {
+        let ctx = &*self.ctx;
+        let rws = self.rnn.workspace().expect("ensure_workspace first");
+        let o = self.model.task.outputs();
+        let dh = self.model.config().output_size();
+        let rows = t * b;
+        let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let tokens = matches!(self.model.task, Task::Tokens { .. });
+        let targets = ops::storage(ctx, "targets", if tokens { rows } else { rows * o }, rw)?;
+        let logits = ops::storage(ctx, "logits", rows * o, rw)?;
+        let row_loss = ops::storage(ctx, "row losses", rows, rw)?;
+        let ones = ops::upload(ctx, "ones", &vec![1.0; rows])?;
+        let dummy = ops::upload(ctx, "dummy", &[0.0])?;
+        let y = rws.ys.last().expect("num_layers >= 1");
+        let mut keep = vec![
+            logits.clone(),
+            row_loss.clone(),
+            ones.clone(),
+            dummy.clone(),
+        ];
+        let mut head_ops = Vec::new();
+        let mut gemm = |spec: GemmSpec,
+                        a: &wgpu::Buffer,
+                        bm: &wgpu::Buffer,
+                        bias: Option<&wgpu::Buffer>,
+                        c: &wgpu::Buffer|
+         -> Result<Op> {
+            let (op, u) = ops::gemm_op(ctx, &spec, a, bm, bias, c, &dummy)?;
+            keep.push(u);
+            Ok(op)
+        };
+        // z = y·Wᵀ + b
+        head_ops.push(gemm(
+            GemmSpec::a_bt(rows, o, dh),
+            y,
+            &self.head_w,
+            Some(&self.head_b),
+            &logits,
+        )?);
+        let dims = [rows as u32, o as u32, 0, 0];
+        let du = ops::uniform(ctx, "loss dims", bytemuck::cast_slice(&dims));
+        let loss_kernel = if tokens {
+            Kernel::SoftmaxXent
+        } else {
+            Kernel::Mse
+        };
+        head_ops.push(Op::new(
+            ctx,
+            loss_kernel,
+            &[bind(&du), bind(&targets), bind(&logits), bind(&row_loss)],
+            linear_groups(rows),
+        )?);
+        let su = ops::uniform(
+            ctx,
+            "loss sum",
+            bytemuck::cast_slice(&[rows as u32, 0, 0, 0]),
+        );
+        head_ops.push(Op::new(
+            ctx,
+            Kernel::Sum,
+            &[bind(&su), bind(&row_loss), bind(&self.loss)],
+            [1, 1, 1],
+        )?);
+        // ∂W = ∂zᵀ·y, ∂b = 1ᵀ·∂z, ∂y = ∂z·W (into the stack's grad_output).
+        let spec = GemmSpec {
+            a_rs: 1,
+            a_cs: o,
+            ..GemmSpec::row_major(o, dh, rows)
+        };
+        head_ops.push(gemm(spec, &logits, y, None, &self.g_head_w)?);
+        head_ops.push(gemm(
+            GemmSpec::row_major(1, o, rows),
+            &ones,
+            &logits,
+            None,
+            &self.g_head_b,
+        )?);
+        head_ops.push(gemm(
+            GemmSpec::row_major(rows, dh, o),
+            &logits,
+            &self.head_w,
+            None,
+            &rws.grad_out,
+        )?);
+
+        let mut update_ops = Vec::new();
+        let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
+        let params = [&self.rnn.params, &self.head_w, &self.head_b];
+        for (i, slot) in self.slots.iter().enumerate() {
+            let u = ops::uniform(
+                ctx,
+                "norm",
+                bytemuck::cast_slice(&[slot.len as u32, 0, i as u32, 0]),
+            );
+            update_ops.push(Op::new(
+                ctx,
+                Kernel::SumSq,
+                &[bind(&u), bind(grads[i]), bind(&self.norms)],
+                [1, 1, 1],
+            )?);
+            keep.push(u);
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            update_ops.push(Op::new(
+                ctx,
+                Kernel::Optim,
+                &[
+                    bind(&slot.hyper),
+                    bind(&self.norms),
+                    bind(grads[i]),
+                    bind(params[i]),
+                    bind(&slot.m1),
+                    bind(&slot.m2),
+                ],
+                linear_groups(slot.len),
+            )?);
+        }
+        keep.extend([du, su]);
+        Ok(StepWorkspace {
+            t,
+            b,
+            targets,
+            head_ops,
+            update_ops,
+            _keep: keep,
+        })
+    }
+
+    /// One training step, submitted without waiting (see [`crate::train::Trainer::step`]).
+    ///
+    /// # Errors
+    /// As [`SeqModel::check_batch`]; [`crate::Error::Limit`] for shapes over device limits.
+    pub fn step(&mut self, batch: &Batch, carry: bool) -> Result<()> {
+        let (t, b) = self.model.check_batch(batch)?;
+        self.rnn.ensure_workspace(t, b)?;
+        if !matches!(&self.ws, Some(w) if w.t == t && w.b == b) {
+            self.ws = None;
+            self.ws = Some(self.build(t, b)?);
+        }
+        let queue = &self.ctx.queue;
+        let rws = self.rnn.workspace().expect("ensured");
+        let ws = self.ws.as_ref().expect("built");
+        match batch {
+            Batch::Tokens {
+                inputs, targets, ..
+            } => {
+                queue.write_buffer(&rws.input, 0, bytemuck::cast_slice(inputs));
+                queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(targets));
+            }
+            Batch::Values { input, target } => {
+                queue.write_buffer(&rws.input, 0, bytemuck::cast_slice(input.data()));
+                queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(target.data()));
+            }
+        }
+        self.step += 1;
+        let (kind, [lr, momentum, beta1, beta2, eps, bc1, bc2]) =
+            self.cfg.optimizer.hyper(self.step);
+        for slot in &self.slots {
+            let h = OptimHyper {
+                n: slot.len as u32,
+                kind,
+                n_norms: if self.cfg.clip_norm.is_some() { 3 } else { 0 },
+                p_off: 0,
+                lr,
+                momentum,
+                beta1,
+                beta2,
+                eps,
+                bc1,
+                bc2,
+                max_norm: self.cfg.clip_norm.unwrap_or(0.0),
+            };
+            queue.write_buffer(&slot.hyper, 0, bytemuck::bytes_of(&h));
+        }
+        let mut encoder = self.rnn.encoder("train step");
+        let carry = carry && self.carried == Some((t, b));
+        if carry {
+            // Truncated BPTT: this chunk starts where the last one ended.
+            encoder.copy_buffer_to_buffer(&rws.h_n, 0, &rws.h0, 0, None);
+        }
+        encoder.clear_buffer(&rws.grad_hn, 0, None);
+        self.rnn.record_forward(&mut encoder, !carry);
+        let ws = self.ws.as_ref().expect("built");
+        ops::encode(&mut encoder, &ws.head_ops);
+        self.rnn.record_backward(&mut encoder);
+        ops::encode(&mut encoder, &ws.update_ops);
+        self.rnn.record_prepare(&mut encoder);
+        self.ctx.queue.submit([encoder.finish()]);
+        self.carried = Some((t, b));
+        Ok(())
+    }
+
+    /// The last step's mean loss (waits for the GPU, reads one scalar).
+    ///
+    /// # Errors
+    /// [`crate::Error::Gpu`] when the device fails.
+    pub fn loss(&mut self) -> Result<f64> {
+        let v = self.rnn.read(&[(&self.loss, 1)], "reading the loss")?;
+        Ok(v[0][0] as f64)
+    }
+
+    /// Reads back parameters and moments.
+    ///
+    /// # Errors
+    /// [`crate::Error::Gpu`] when the device fails.
+    pub fn state(&self) -> Result<TrainState> {
+        let s = &self.slots;
+        let reads = [
+            (&self.rnn.params, s[0].len),
+            (&self.head_w, s[1].len),
+            (&self.head_b, s[2].len),
+            (&s[0].m1, s[0].len),
+            (&s[1].m1, s[1].len),
+            (&s[2].m1, s[2].len),
+            (&s[0].m2, s[0].len),
+            (&s[1].m2, s[1].len),
+            (&s[2].m2, s[2].len),
+        ];
+        let mut v = self
+            .rnn
+            .read(&reads, "reading the training state")?
+            .into_iter();
+        let mut model = self.model.clone();
+        let flat: Vec<f32> = v.by_ref().take(3).flatten().collect();
+        model.set_flat(&flat);
+        let m1: Vec<f32> = v.by_ref().take(3).flatten().collect();
+        let m2: Vec<f32> = v.take(3).flatten().collect();
+        Ok(TrainState {
+            model,
+            m1,
+            m2,
+            step: self.step,
+        })
+    }
+}

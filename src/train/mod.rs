@@ -1,0 +1,483 @@
+//! Training: a recurrent stack with a linear head, losses, optimizers, clipping, truncated
+//! BPTT and checkpoints, on the GPU or the CPU with the same API and the same arithmetic.
+//!
+//! A training step is: forward (token input through an embedding gather, or a float input),
+//! the head `z = y·Wᵀ + b`, the loss fused with its gradient (softmax cross-entropy over
+//! tokens, or mean squared error), the head's and the stack's backward pass (BPTT), gradient
+//! clipping by global norm, and the optimizer update. On the GPU the whole step is one submit
+//! and nothing is read back unless [`Trainer::loss`] asks for the loss.
+
+pub mod checkpoint;
+pub mod data;
+mod loss;
+mod optim;
+pub mod series;
+
+use rand::SeedableRng;
+
+pub use loss::{mse, softmax_xent};
+pub use optim::{Optimizer, clip_scale, squared_norm, update};
+
+use crate::config::RnnConfig;
+use crate::cpu::{self, Input};
+use crate::error::{Error, Result};
+use crate::gpu::GpuTrainer;
+use crate::model::Device;
+use crate::params::{ParamLayout, RnnParams};
+use crate::tensor::{Float, Tensor};
+
+/// What the model reads and predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Token ids in `0..vocab` in, a distribution over the next token out (softmax
+    /// cross-entropy); the input size of the stack is `vocab`.
+    Tokens {
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// `I` floats in, `outputs` floats out (mean squared error).
+    Regression {
+        /// Output features.
+        outputs: usize,
+    },
+}
+
+/// A recurrent stack with a linear head: `z_t = W·h_t + b` on the top layer's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqModel {
+    /// The stack, in PyTorch's layout.
+    pub rnn: RnnParams<f32>,
+    /// Head weight `[O, D·H]` (`nn.Linear.weight`).
+    pub head_w: Tensor,
+    /// Head bias `[O]`.
+    pub head_b: Tensor,
+    /// What it reads and predicts.
+    pub task: Task,
+}
+
+impl SeqModel {
+    /// A freshly initialised model (PyTorch's defaults: `U(±1/√H)` for the stack, `U(±1/√fan_in)`
+    /// for the head), from a seeded ChaCha8 generator.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the task and the stack's input size disagree.
+    ///
+    /// # Example
+    /// ```
+    /// use wgpu_rnn::{Cell, RnnConfig, train::{SeqModel, Task}};
+    /// let m = SeqModel::new(RnnConfig::new(Cell::RnnTanh, 65, 32), Task::Tokens { vocab: 65 }, 0)?;
+    /// assert_eq!(m.head_w.shape(), &[65, 32]);
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    pub fn new(config: RnnConfig, task: Task, seed: u64) -> Result<Self> {
+        config.validate()?;
+        if let Task::Tokens { vocab } = task
+            && vocab != config.input_size
+        {
+            return Err(Error::config(format!(
+                "token model: input_size must equal the vocabulary ({vocab}), found {}",
+                config.input_size
+            )));
+        }
+        let rnn = RnnParams::random(config, seed);
+        let o = task.outputs();
+        let fan_in = config.output_size();
+        let k = 1.0 / (fan_in as f64).sqrt();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_4ead);
+        let mut draw = |n: usize| -> Vec<f32> {
+            use rand::RngExt;
+            (0..n).map(|_| rng.random_range(-k..k) as f32).collect()
+        };
+        Ok(SeqModel {
+            rnn,
+            head_w: Tensor::new(vec![o, fan_in], draw(o * fan_in))?,
+            head_b: Tensor::new(vec![o], draw(o))?,
+            task,
+        })
+    }
+
+    /// The stack's configuration.
+    pub fn config(&self) -> &RnnConfig {
+        self.rnn.config()
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        ParamLayout::new(self.config()).total + self.head_w.len() + self.head_b.len()
+    }
+
+    /// All parameters as one vector: the stack in [`ParamLayout`] order, then the head.
+    pub(crate) fn flatten(&self) -> Vec<f32> {
+        let mut v = ParamLayout::new(self.config()).flatten(&self.rnn);
+        v.extend_from_slice(self.head_w.data());
+        v.extend_from_slice(self.head_b.data());
+        v
+    }
+
+    pub(crate) fn set_flat(&mut self, flat: &[f32]) {
+        let layout = ParamLayout::new(self.config());
+        let (r, rest) = flat.split_at(layout.total);
+        let (w, b) = rest.split_at(self.head_w.len());
+        self.rnn = layout.unflatten(self.config(), r);
+        self.head_w.data_mut().copy_from_slice(w);
+        self.head_b.data_mut().copy_from_slice(b);
+    }
+
+    /// Checks a batch against the model.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] or [`Error::Config`] naming the batch tensor that disagrees.
+    pub fn check_batch(&self, batch: &Batch) -> Result<(usize, usize)> {
+        match (batch, self.task) {
+            (
+                Batch::Tokens {
+                    t,
+                    b,
+                    inputs,
+                    targets,
+                },
+                Task::Tokens { vocab },
+            ) => {
+                for (name, v) in [("inputs", inputs), ("targets", targets)] {
+                    if v.len() != t * b {
+                        return Err(Error::shape(name, &[*t, *b], &[v.len()]));
+                    }
+                    if let Some(i) = v.iter().position(|&x| x as usize >= vocab) {
+                        return Err(Error::config(format!(
+                            "{name}: token {} at index {i} is outside the vocabulary of {vocab}",
+                            v[i]
+                        )));
+                    }
+                }
+                if *t == 0 || *b == 0 {
+                    return Err(Error::config("batch: expected T >= 1 and B >= 1"));
+                }
+                Ok((*t, *b))
+            }
+            (Batch::Values { input, target }, Task::Regression { outputs }) => {
+                let (t, b) = cpu::check_inputs(self.config(), input, None)?;
+                target.expect_shape("target", &[t, b, outputs])?;
+                target.expect_finite("target")?;
+                Ok((t, b))
+            }
+            _ => Err(Error::config(format!(
+                "batch kind does not match the model's task {:?}",
+                self.task
+            ))),
+        }
+    }
+
+    /// Mean loss of the model on `batch` with zero initial state, computed on the CPU
+    /// (forward only). Returns the loss and `h_n`.
+    ///
+    /// # Errors
+    /// As [`SeqModel::check_batch`].
+    pub fn evaluate(&self, batch: &Batch, h0: Option<&Tensor>) -> Result<(f64, Tensor)> {
+        let (t, b) = self.check_batch(batch)?;
+        let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), h0)?;
+        let mut z = self.head(&out.output);
+        let loss = match batch {
+            Batch::Tokens { targets, .. } => softmax_xent(&mut z, self.task.outputs(), targets),
+            Batch::Values { target, .. } => mse(&mut z, target.data()),
+        };
+        Ok((loss, out.h_n))
+    }
+
+    /// `z = y·Wᵀ + b` for `y` `[T, B, D·H]`, as `[T·B, O]`.
+    pub(crate) fn head(&self, y: &Tensor) -> Vec<f32> {
+        let o = self.task.outputs();
+        let dh = self.config().output_size();
+        let rows = y.len() / dh;
+        let mut z: Vec<f32> = (0..rows)
+            .flat_map(|_| self.head_b.data().iter().copied())
+            .collect();
+        f32::gemm(
+            rows,
+            dh,
+            o,
+            1.0,
+            y.data(),
+            dh,
+            1,
+            self.head_w.data(),
+            1,
+            dh,
+            1.0,
+            &mut z,
+            o,
+            1,
+        );
+        z
+    }
+}
+
+impl Task {
+    /// Output features `O` of the head.
+    pub fn outputs(&self) -> usize {
+        match *self {
+            Task::Tokens { vocab } => vocab,
+            Task::Regression { outputs } => outputs,
+        }
+    }
+}
+
+/// One batch of training data, time-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batch {
+    /// Token ids `[T, B]` (row-major, time first) and the next tokens as targets.
+    Tokens {
+        /// Steps `T`.
+        t: usize,
+        /// Batch `B`.
+        b: usize,
+        /// Input ids, `T·B`.
+        inputs: Vec<u32>,
+        /// Target ids, `T·B`.
+        targets: Vec<u32>,
+    },
+    /// Float input `[T, B, I]` and target `[T, B, O]`.
+    Values {
+        /// Input.
+        input: Tensor,
+        /// Target.
+        target: Tensor,
+    },
+}
+
+impl Batch {
+    pub(crate) fn input(&self, t: usize, b: usize) -> Input<'_, f32> {
+        match self {
+            Batch::Tokens { inputs, .. } => Input::Tokens { ids: inputs, t, b },
+            Batch::Values { input, .. } => Input::Dense(input),
+        }
+    }
+}
+
+/// Hyperparameters of training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// Clip gradients to this global L2 norm (`None`: no clipping).
+    pub clip_norm: Option<f32>,
+}
+
+/// Everything a run needs to continue: the model, the optimizer's moments (flat, in
+/// [`SeqModel`]'s parameter order) and the number of steps taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// The model.
+    pub model: SeqModel,
+    /// First moment / momentum buffer, one per parameter.
+    pub m1: Vec<f32>,
+    /// Second moment / sum of squares, one per parameter.
+    pub m2: Vec<f32>,
+    /// Optimizer steps taken.
+    pub step: u64,
+}
+
+impl TrainState {
+    /// A fresh state: zero moments, step 0.
+    pub fn new(model: SeqModel) -> Self {
+        let n = model.num_params();
+        TrainState {
+            model,
+            m1: vec![0.0; n],
+            m2: vec![0.0; n],
+            step: 0,
+        }
+    }
+}
+
+/// The CPU trainer: the same step as the GPU's, with host arithmetic.
+struct CpuTrainer {
+    state: TrainState,
+    h_n: Option<Tensor>,
+    loss: f64,
+}
+
+impl CpuTrainer {
+    fn step(&mut self, cfg: &TrainConfig, batch: &Batch, carry: bool) -> Result<()> {
+        let model = &self.state.model;
+        let (t, b) = model.check_batch(batch)?;
+        let h0 = if carry { self.h_n.take() } else { None };
+        let h0 = h0.filter(|h| h.shape()[1] == b);
+        let input = batch.input(t, b);
+        let (out, ys) = cpu::forward_trace_input(&model.rnn, input, h0.as_ref())?;
+        let o = model.task.outputs();
+        let dh = model.config().output_size();
+        let rows = t * b;
+        let mut z = model.head(&out.output);
+        self.loss = match batch {
+            Batch::Tokens { targets, .. } => softmax_xent(&mut z, o, targets),
+            Batch::Values { target, .. } => mse(&mut z, target.data()),
+        };
+        // Head backward: ∂W = ∂zᵀ·y, ∂b = Σ ∂z, ∂y = ∂z·W.
+        let mut g_w = vec![0.0f32; o * dh];
+        f32::gemm(
+            o,
+            rows,
+            dh,
+            1.0,
+            &z,
+            1,
+            o,
+            out.output.data(),
+            dh,
+            1,
+            0.0,
+            &mut g_w,
+            dh,
+            1,
+        );
+        let mut g_b = vec![0.0f32; o];
+        for row in z.chunks_exact(o) {
+            for (s, &v) in g_b.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        let mut d_y = Tensor::zeros(&[t, b, dh]);
+        f32::gemm(
+            rows,
+            o,
+            dh,
+            1.0,
+            &z,
+            o,
+            1,
+            model.head_w.data(),
+            dh,
+            1,
+            0.0,
+            d_y.data_mut(),
+            dh,
+            1,
+        );
+        let (_, _, g_rnn) = cpu::backward_input(&model.rnn, input, h0.as_ref(), &ys, &d_y, None)?;
+        let mut grads = ParamLayout::new(model.config()).flatten(&g_rnn);
+        let split = grads.len();
+        grads.extend_from_slice(&g_w);
+        grads.extend_from_slice(&g_b);
+        // Same grouping as the GPU: one squared norm per buffer (stack, head weight, head bias).
+        let sq = squared_norm(&grads[..split])
+            + squared_norm(&grads[split..split + o * dh])
+            + squared_norm(&grads[split + o * dh..]);
+        let scale = clip_scale(sq, cfg.clip_norm);
+        let mut flat = model.flatten();
+        let st = &mut self.state;
+        st.step += 1;
+        update(
+            &cfg.optimizer,
+            st.step,
+            scale,
+            &mut flat,
+            &grads,
+            &mut st.m1,
+            &mut st.m2,
+        );
+        st.model.set_flat(&flat);
+        self.h_n = Some(out.h_n);
+        Ok(())
+    }
+}
+
+enum Engine {
+    Cpu(CpuTrainer),
+    Gpu(Box<GpuTrainer>),
+}
+
+/// Trains a [`SeqModel`] on a [`Device`].
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::{Cell, Device, RnnConfig};
+/// use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
+/// let model = SeqModel::new(RnnConfig::new(Cell::RnnTanh, 3, 8), Task::Tokens { vocab: 3 }, 0)?;
+/// let cfg = TrainConfig { optimizer: Optimizer::adam(1e-2), clip_norm: Some(5.0) };
+/// let mut trainer = Trainer::new(TrainState::new(model), cfg, &Device::Cpu)?;
+/// let batch = Batch::Tokens { t: 4, b: 1, inputs: vec![0, 1, 2, 0], targets: vec![1, 2, 0, 1] };
+/// for _ in 0..50 {
+///     trainer.step(&batch, false)?;
+/// }
+/// assert!(trainer.loss()? < 0.5);
+/// # Ok::<(), wgpu_rnn::Error>(())
+/// ```
+pub struct Trainer {
+    cfg: TrainConfig,
+    engine: Engine,
+}
+
+impl Trainer {
+    /// Places the state on `device`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the moments do not match the model; GPU limits as
+    /// [`crate::gpu::GpuRnn::new`].
+    pub fn new(state: TrainState, cfg: TrainConfig, device: &Device) -> Result<Self> {
+        let n = state.model.num_params();
+        if state.m1.len() != n || state.m2.len() != n {
+            return Err(Error::config(format!(
+                "optimizer state: expected {n} moments per buffer, found {} and {}",
+                state.m1.len(),
+                state.m2.len()
+            )));
+        }
+        let engine = match device {
+            Device::Cpu => Engine::Cpu(CpuTrainer {
+                state,
+                h_n: None,
+                loss: f64::NAN,
+            }),
+            Device::Gpu(ctx) => Engine::Gpu(Box::new(GpuTrainer::new(ctx.clone(), &state, cfg)?)),
+        };
+        Ok(Trainer { cfg, engine })
+    }
+
+    /// One optimizer step on `batch`. With `carry`, the initial hidden state is the previous
+    /// step's `h_n` (truncated BPTT over consecutive chunks; the gradient stops at the chunk
+    /// boundary); otherwise zeros. On the GPU this submits and returns without waiting.
+    ///
+    /// # Errors
+    /// As [`SeqModel::check_batch`]; GPU errors as [`Error::Gpu`].
+    pub fn step(&mut self, batch: &Batch, carry: bool) -> Result<()> {
+        match &mut self.engine {
+            Engine::Cpu(c) => c.step(&self.cfg, batch, carry),
+            Engine::Gpu(g) => g.step(batch, carry),
+        }
+    }
+
+    /// The mean loss of the last step (reads one scalar back from the GPU).
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device fails.
+    pub fn loss(&mut self) -> Result<f64> {
+        match &mut self.engine {
+            Engine::Cpu(c) => Ok(c.loss),
+            Engine::Gpu(g) => g.loss(),
+        }
+    }
+
+    /// The full training state (reads the parameters and moments back from the GPU).
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device fails.
+    pub fn state(&self) -> Result<TrainState> {
+        match &self.engine {
+            Engine::Cpu(c) => Ok(c.state.clone()),
+            Engine::Gpu(g) => g.state(),
+        }
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        match &self.engine {
+            Engine::Cpu(c) => c.state.step,
+            Engine::Gpu(g) => g.steps(),
+        }
+    }
+
+    /// The training configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+}

@@ -1,0 +1,153 @@
+//! Optimizers and gradient clipping, on flat slices (the GPU runs `shaders/optim.wgsl`, the
+//! same arithmetic in the same precision).
+
+/// An optimizer and its hyperparameters, with PyTorch's update rules.
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::train::Optimizer;
+/// let adam = Optimizer::adam(2e-3);
+/// assert_eq!(adam.lr(), 2e-3);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// `buf ← μ·buf + g; θ ← θ − lr·buf` (`buf = g` when `μ = 0`), as `torch.optim.SGD`
+    /// without dampening or Nesterov.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum `μ`.
+        momentum: f32,
+    },
+    /// `m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε)`,
+    /// as `torch.optim.Adam`.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// `β₁`.
+        beta1: f32,
+        /// `β₂`.
+        beta2: f32,
+        /// `ε`.
+        eps: f32,
+    },
+    /// `v ← v + g²; θ ← θ − lr·g / (√v + ε)`, as `torch.optim.Adagrad` (no decay).
+    Adagrad {
+        /// Learning rate.
+        lr: f32,
+        /// `ε`.
+        eps: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adam with PyTorch's defaults (`β = (0.9, 0.999)`, `ε = 1e-8`).
+    pub fn adam(lr: f32) -> Self {
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// SGD with momentum.
+    pub fn sgd(lr: f32, momentum: f32) -> Self {
+        Optimizer::Sgd { lr, momentum }
+    }
+
+    /// Adagrad with PyTorch's default `ε = 1e-10`.
+    pub fn adagrad(lr: f32) -> Self {
+        Optimizer::Adagrad { lr, eps: 1e-10 }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { lr, .. }
+            | Optimizer::Adam { lr, .. }
+            | Optimizer::Adagrad { lr, .. } => lr,
+        }
+    }
+
+    /// The name used on the command line and in checkpoints.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd { .. } => "sgd",
+            Optimizer::Adam { .. } => "adam",
+            Optimizer::Adagrad { .. } => "adagrad",
+        }
+    }
+
+    /// `(kind, lr, momentum, β₁, β₂, ε, 1−β₁ᵗ, 1−β₂ᵗ)` for step `t ≥ 1`, as the kernel takes them.
+    pub(crate) fn hyper(&self, t: u64) -> (u32, [f32; 7]) {
+        match *self {
+            Optimizer::Sgd { lr, momentum } => (0, [lr, momentum, 0.0, 0.0, 0.0, 1.0, 1.0]),
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let t = t.min(i32::MAX as u64) as i32;
+                let bc1 = 1.0 - (beta1 as f64).powi(t);
+                let bc2 = 1.0 - (beta2 as f64).powi(t);
+                (1, [lr, 0.0, beta1, beta2, eps, bc1 as f32, bc2 as f32])
+            }
+            Optimizer::Adagrad { lr, eps } => (2, [lr, 0.0, 0.0, 0.0, eps, 1.0, 1.0]),
+        }
+    }
+}
+
+/// The factor `min(1, max_norm / (‖g‖ + 1e-6))` of `torch.nn.utils.clip_grad_norm_`, from the
+/// squared norm `‖g‖²`.
+pub fn clip_scale(squared_norm: f32, max_norm: Option<f32>) -> f32 {
+    match max_norm {
+        Some(m) => (m / (squared_norm.sqrt() + 1e-6)).min(1.0),
+        None => 1.0,
+    }
+}
+
+/// Squared L2 norm, summed in order.
+pub fn squared_norm(g: &[f32]) -> f32 {
+    g.iter().fold(0.0f32, |acc, &v| v.mul_add(v, acc))
+}
+
+/// One update of `params` in place from `grads · scale`, at step `t ≥ 1`, with the optimizer's
+/// state `m1` (momentum / first moment) and `m2` (second moment / sum of squares).
+pub fn update(
+    opt: &Optimizer,
+    t: u64,
+    scale: f32,
+    params: &mut [f32],
+    grads: &[f32],
+    m1: &mut [f32],
+    m2: &mut [f32],
+) {
+    let (kind, [lr, momentum, beta1, beta2, eps, bc1, bc2]) = opt.hyper(t);
+    for i in 0..params.len() {
+        let g = grads[i] * scale;
+        match kind {
+            0 => {
+                let mut step = g;
+                if momentum != 0.0 {
+                    step = momentum * m1[i] + g;
+                    m1[i] = step;
+                }
+                params[i] -= lr * step;
+            }
+            1 => {
+                let m = beta1 * m1[i] + (1.0 - beta1) * g;
+                let v = beta2 * m2[i] + (1.0 - beta2) * g * g;
+                m1[i] = m;
+                m2[i] = v;
+                params[i] -= lr * (m / bc1) / ((v / bc2).sqrt() + eps);
+            }
+            _ => {
+                let v = m2[i] + g * g;
+                m2[i] = v;
+                params[i] -= lr * g / (v.sqrt() + eps);
+            }
+        }
+    }
+}

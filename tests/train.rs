@@ -1,0 +1,284 @@
+//! Training: GPU against CPU trajectories, optimizers against their textbook updates,
+//! clipping, truncated BPTT, and a small run whose loss must fall.
+
+mod common;
+
+use wgpu_rnn::train::{
+    Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer, clip_scale, update,
+};
+use wgpu_rnn::{Cell, Device, RnnConfig, Tensor};
+
+fn token_batch(t: usize, b: usize, vocab: u32, seed: u64) -> Batch {
+    let x: Tensor = common::random(&[t * b + b], 1.0, seed);
+    let ids: Vec<u32> = x
+        .data()
+        .iter()
+        .map(|v| ((v + 1.0) * 0.5 * vocab as f32) as u32 % vocab)
+        .collect();
+    Batch::Tokens {
+        t,
+        b,
+        inputs: ids[..t * b].to_vec(),
+        targets: ids[b..].to_vec(),
+    }
+}
+
+fn value_batch(t: usize, b: usize, i: usize, o: usize, seed: u64) -> Batch {
+    Batch::Values {
+        input: common::random(&[t, b, i], 1.0, seed),
+        target: common::random(&[t, b, o], 0.5, seed + 1),
+    }
+}
+
+fn models() -> Vec<(SeqModel, Batch, &'static str)> {
+    let tok = RnnConfig::new(Cell::RnnTanh, 11, 17)
+        .layers(2)
+        .bidirectional(true);
+    let reg = RnnConfig::new(Cell::RnnRelu, 3, 65).bias(false);
+    vec![
+        (
+            SeqModel::new(tok, Task::Tokens { vocab: 11 }, 1).unwrap(),
+            token_batch(9, 5, 11, 3),
+            "tokens, 2 layers, bidirectional",
+        ),
+        (
+            SeqModel::new(reg, Task::Regression { outputs: 2 }, 2).unwrap(),
+            value_batch(13, 3, 3, 2, 4),
+            "regression, relu, no bias",
+        ),
+    ]
+}
+
+fn run(
+    model: &SeqModel,
+    batch: &Batch,
+    cfg: TrainConfig,
+    device: &Device,
+    steps: usize,
+    carry: bool,
+) -> (TrainState, Vec<f64>) {
+    let mut tr = Trainer::new(TrainState::new(model.clone()), cfg, device).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        tr.step(batch, carry).unwrap();
+        losses.push(tr.loss().unwrap());
+    }
+    (tr.state().unwrap(), losses)
+}
+
+#[test]
+fn gpu_and_cpu_training_agree() {
+    let gpu = Device::Gpu(common::gpu());
+    for opt in [
+        Optimizer::sgd(0.1, 0.9),
+        Optimizer::adam(1e-2),
+        Optimizer::adagrad(5e-2),
+    ] {
+        for clip in [None, Some(0.5)] {
+            for (model, batch, what) in models() {
+                let cfg = TrainConfig {
+                    optimizer: opt,
+                    clip_norm: clip,
+                };
+                let (c, cl) = run(&model, &batch, cfg, &Device::Cpu, 4, true);
+                let (g, gl) = run(&model, &batch, cfg, &gpu, 4, true);
+                let what = format!("{what}, {} clip {clip:?}", opt.name());
+                for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+                        "{what}: loss at step {i}: cpu {a}, gpu {b}"
+                    );
+                }
+                common::assert_close(
+                    &format!("{what}: head weight"),
+                    &g.model.head_w,
+                    &c.model.head_w,
+                    1e-4,
+                );
+                for (name, t) in c.model.rnn.to_tensor_file().tensors {
+                    common::assert_close(
+                        &format!("{what}: {name}"),
+                        &g.model.rnn.to_tensor_file().tensors[&name],
+                        &t,
+                        1e-4,
+                    );
+                }
+                let m = |v: &[f32]| Tensor::new(vec![v.len()], v.to_vec()).unwrap();
+                common::assert_close(&format!("{what}: m2"), &m(&g.m2), &m(&c.m2), 1e-3);
+                assert_eq!(g.step, 4);
+            }
+        }
+    }
+}
+
+#[test]
+fn optimizers_match_their_textbook_updates() {
+    // Two steps by hand, with g = [1, -2] both times, θ0 = [0.5, 0.5].
+    let g = [1.0f32, -2.0];
+    let step = |opt: Optimizer| {
+        let (mut p, mut m1, mut m2) = ([0.5f32, 0.5], [0.0f32; 2], [0.0f32; 2]);
+        update(&opt, 1, 1.0, &mut p, &g, &mut m1, &mut m2);
+        let p1 = p;
+        update(&opt, 2, 1.0, &mut p, &g, &mut m1, &mut m2);
+        (p1, p)
+    };
+    // SGD, lr 0.1, momentum 0.9: buf1 = g, buf2 = 0.9 g + g = 1.9 g.
+    let (p1, p2) = step(Optimizer::sgd(0.1, 0.9));
+    assert_eq!(p1, [0.4, 0.7]);
+    assert!(
+        (p2[0] - (0.4 - 0.19)).abs() < 1e-6 && (p2[1] - (0.7 + 0.38)).abs() < 1e-6,
+        "{p2:?}"
+    );
+    // Adam: with a constant gradient the bias-corrected step is lr·sign(g) (up to ε).
+    let (p1, p2) = step(Optimizer::adam(0.01));
+    assert!(
+        (p1[0] - 0.49).abs() < 1e-6 && (p1[1] - 0.51).abs() < 1e-6,
+        "{p1:?}"
+    );
+    assert!(
+        (p2[0] - 0.48).abs() < 1e-6 && (p2[1] - 0.52).abs() < 1e-6,
+        "{p2:?}"
+    );
+    // Adagrad, lr 0.1: v1 = g², step lr·g/|g|; v2 = 2g², step lr/√2.
+    let (p1, p2) = step(Optimizer::adagrad(0.1));
+    assert!(
+        (p1[0] - 0.4).abs() < 1e-6 && (p1[1] - 0.6).abs() < 1e-6,
+        "{p1:?}"
+    );
+    let s = 0.1 / 2f32.sqrt();
+    assert!(
+        (p2[0] - (0.4 - s)).abs() < 1e-6 && (p2[1] - (0.6 + s)).abs() < 1e-6,
+        "{p2:?}"
+    );
+}
+
+#[test]
+fn clipping_scales_to_the_max_norm() {
+    // ‖g‖ = 5: clipping at 1 scales by 1/5 (PyTorch's clip_coef with its 1e-6), at 10 not at all.
+    assert!((clip_scale(25.0, Some(1.0)) - 1.0 / (5.0 + 1e-6)).abs() < 1e-7);
+    assert_eq!(clip_scale(25.0, Some(10.0)), 1.0);
+    assert_eq!(clip_scale(25.0, None), 1.0);
+    // In a step: SGD lr 1 on a clipped gradient moves parameters by at most max_norm.
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let (model, batch, _) = models().remove(0);
+        let before = model.clone();
+        let cfg = TrainConfig {
+            optimizer: Optimizer::sgd(1.0, 0.0),
+            clip_norm: Some(1e-3),
+        };
+        let (after, _) = run(&model, &batch, cfg, &device, 1, false);
+        let moved: f64 = before
+            .head_w
+            .data()
+            .iter()
+            .zip(after.model.head_w.data())
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            moved <= 1.001e-3,
+            "{}: head moved {moved}",
+            device.describe()
+        );
+    }
+}
+
+#[test]
+fn truncated_bptt_carries_the_hidden_state() {
+    // With lr = 0 nothing changes, so the losses of chunks carried from one to the next must
+    // equal those of the same chunks evaluated with the previous chunk's h_n as h0.
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(0.0, 0.0),
+        clip_norm: None,
+    };
+    let (model, _, _) = models().remove(0);
+    let chunks: Vec<Batch> = (0..3).map(|i| token_batch(6, 4, 11, 10 + i)).collect();
+    let mut h = None;
+    let mut want = Vec::new();
+    for c in &chunks {
+        let (loss, h_n) = model.evaluate(c, h.as_ref()).unwrap();
+        want.push(loss);
+        h = Some(h_n);
+    }
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let mut tr = Trainer::new(TrainState::new(model.clone()), cfg, &device).unwrap();
+        for (i, c) in chunks.iter().enumerate() {
+            tr.step(c, true).unwrap();
+            let got = tr.loss().unwrap();
+            assert!(
+                (got - want[i]).abs() < 1e-5,
+                "{}: chunk {i}: {got} vs {}",
+                device.describe(),
+                want[i]
+            );
+        }
+        // Without carry, every chunk starts from zeros: the first loss of a fresh state.
+        tr.step(&chunks[1], false).unwrap();
+        let zero = model.evaluate(&chunks[1], None).unwrap().0;
+        assert!((tr.loss().unwrap() - zero).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn truncated_bptt_with_one_chunk_is_full_bptt() {
+    // One chunk covering the whole sequence: carrying from a fresh trainer starts from zeros,
+    // so the step equals a plain (full BPTT) step.
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(1e-2),
+        clip_norm: None,
+    };
+    let (model, batch, _) = models().remove(0);
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let (a, _) = run(&model, &batch, cfg, &device, 1, true);
+        let (b, _) = run(&model, &batch, cfg, &device, 1, false);
+        assert_eq!(a, b, "{}", device.describe());
+    }
+}
+
+#[test]
+fn a_small_model_learns_a_repeating_sequence() {
+    // "abcab..." with period 5 over a vocabulary of 5: the next token is determined, so the loss
+    // must fall far below ln 5 = 1.61.
+    let seq: Vec<u32> = (0..200).map(|i| (i % 5) as u32).collect();
+    let (t, b) = (20, 4);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(2e-2),
+        clip_norm: Some(5.0),
+    };
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let model = SeqModel::new(
+            RnnConfig::new(Cell::RnnTanh, 5, 16),
+            Task::Tokens { vocab: 5 },
+            7,
+        )
+        .unwrap();
+        let mut tr = Trainer::new(TrainState::new(model), cfg, &device).unwrap();
+        for s in 0..60 {
+            let mut inputs = vec![0; t * b];
+            let mut targets = vec![0; t * b];
+            for bi in 0..b {
+                let off = (s * 7 + bi * 13) % (seq.len() - t - 1);
+                for ti in 0..t {
+                    inputs[ti * b + bi] = seq[off + ti];
+                    targets[ti * b + bi] = seq[off + ti + 1];
+                }
+            }
+            tr.step(
+                &Batch::Tokens {
+                    t,
+                    b,
+                    inputs,
+                    targets,
+                },
+                false,
+            )
+            .unwrap();
+        }
+        let loss = tr.loss().unwrap();
+        assert!(
+            loss < 0.1,
+            "{}: loss {loss} after 60 steps",
+            device.describe()
+        );
+    }
+}
