@@ -340,7 +340,7 @@ const BASE: (usize, usize, usize, usize) = (5, 7, 4, 3);
 /// The `i`-th variant of the flags, so that each sweep mixes cell, layers, direction, bias,
 /// `h0` and `grad_h_n`.
 fn variant(i: usize, input_size: usize, hidden_size: usize) -> (RnnConfig, bool, bool) {
-    let cell = if i % 2 == 0 {
+    let cell = if i.is_multiple_of(2) {
         Cell::RnnTanh
     } else {
         Cell::RnnRelu
@@ -401,7 +401,14 @@ fn gpu_gradients_all_configurations() {
                         .layers(layers)
                         .bidirectional(bidirectional)
                         .bias(bias);
-                    gpu_case(cfg, t, b, n % 2 == 0, n % 3 != 0, 400 + 10 * n);
+                    gpu_case(
+                        cfg,
+                        t,
+                        b,
+                        n.is_multiple_of(2),
+                        !n.is_multiple_of(3),
+                        400 + 10 * n,
+                    );
                     n += 1;
                 }
             }
@@ -422,14 +429,20 @@ fn gpu_gradients_single_step() {
                     .layers(layers)
                     .bidirectional(bidirectional)
                     .bias(n % 3 != 2);
-                gpu_case(cfg, 1, b, n % 2 == 0, n % 4 != 3, 600 + 10 * n);
+                gpu_case(cfg, 1, b, n.is_multiple_of(2), n % 4 != 3, 600 + 10 * n);
                 n += 1;
             }
         }
     }
-    // No h0 at T = 1: ∂W_hh is exactly zero.
+    // No h0 at T = 1: ∂W_hh is exactly zero, even right after a longer backward on the same
+    // model (its `(T - 1)·B = 0`-deep GEMM must still overwrite the previous gradient).
     let cfg = RnnConfig::new(Cell::RnnTanh, i_sz, 17).bidirectional(true);
     let mut rnn = Rnn::new(RnnParams::random(cfg, 690), &gpu_device()).unwrap();
+    check_backward(
+        &mut rnn,
+        &inputs(&cfg, 6, b, true, true, 692),
+        "T=6 before T=1",
+    );
     let inp = inputs(&cfg, 1, b, false, true, 691);
     check_backward(&mut rnn, &inp, "T=1 without h0");
     rnn.forward(&inp.x, None).unwrap();

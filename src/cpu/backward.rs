@@ -78,6 +78,9 @@ pub fn backward<T: Float>(
     })
 }
 
+/// `(∂input, ∂h0, ∂θ)`; no input gradient for token ids.
+pub(crate) type InputGradients<T> = (Option<Tensor<T>>, Tensor<T>, RnnParams<T>);
+
 /// [`backward`] for either kind of input: returns `(∂input, ∂h0, ∂θ)`, with no input gradient
 /// for token ids.
 pub(crate) fn backward_input<T: Float>(
@@ -87,7 +90,7 @@ pub(crate) fn backward_input<T: Float>(
     layer_outputs: &[Tensor<T>],
     grad_output: &Tensor<T>,
     grad_h_n: Option<&Tensor<T>>,
-) -> Result<(Option<Tensor<T>>, Tensor<T>, RnnParams<T>)> {
+) -> Result<InputGradients<T>> {
     let cfg = *params.config();
     let (t_len, b) = input.dims();
     let (h, d_n) = (cfg.hidden_size, cfg.directions());

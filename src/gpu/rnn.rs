@@ -557,7 +557,6 @@ impl GpuRnn {
             encoder.clear_buffer(&ws.h0, 0, None);
         }
         ops::encode(encoder, &ws.forward_ops);
-        self.has_forward = true;
     }
 
     /// Records the backward pass; `grad_out` (and `grad_hn`) must hold the incoming gradients.
@@ -613,6 +612,7 @@ impl GpuRnn {
         )?;
         let h_n = Tensor::new(vec![l_n * d_n, b, h], res.pop().expect("two reads"))?;
         let output = Tensor::new(vec![t_len, b, d_n * h], res.pop().expect("two reads"))?;
+        self.has_forward = true;
         Ok(ForwardOutput { output, h_n })
     }
 

@@ -211,6 +211,21 @@ impl SeqModel {
     }
 }
 
+/// The mean loss over `batches`, each weighted by its number of predictions (CPU, forward only,
+/// zero initial state per batch).
+///
+/// # Errors
+/// As [`SeqModel::evaluate`].
+pub fn evaluate_mean(model: &SeqModel, batches: &[Batch]) -> Result<f64> {
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for b in batches {
+        let (t, bn) = model.check_batch(b)?;
+        total += model.evaluate(b, None)?.0 * (t * bn) as f64;
+        count += t * bn;
+    }
+    Ok(total / count.max(1) as f64)
+}
+
 impl Task {
     /// Output features `O` of the head.
     pub fn outputs(&self) -> usize {
@@ -382,7 +397,7 @@ impl CpuTrainer {
 }
 
 enum Engine {
-    Cpu(CpuTrainer),
+    Cpu(Box<CpuTrainer>),
     Gpu(Box<GpuTrainer>),
 }
 
@@ -423,11 +438,11 @@ impl Trainer {
             )));
         }
         let engine = match device {
-            Device::Cpu => Engine::Cpu(CpuTrainer {
+            Device::Cpu => Engine::Cpu(Box::new(CpuTrainer {
                 state,
                 h_n: None,
                 loss: f64::NAN,
-            }),
+            })),
             Device::Gpu(ctx) => Engine::Gpu(Box::new(GpuTrainer::new(ctx.clone(), &state, cfg)?)),
         };
         Ok(Trainer { cfg, engine })
@@ -480,4 +495,85 @@ impl Trainer {
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
     }
+}
+
+/// Generates `len` tokens from a token model on the CPU: the model reads `prime` (at least one
+/// token), then repeatedly samples the next token from `softmax(z / temperature)` and feeds it
+/// back. `temperature → 0` approaches the most likely token.
+///
+/// # Errors
+/// [`Error::Config`] for a regression model, an empty prime, a token outside the vocabulary,
+/// or a temperature that is not positive.
+pub fn sample(
+    model: &SeqModel,
+    prime: &[u32],
+    len: usize,
+    temperature: f32,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Vec<u32>> {
+    use rand::RngExt;
+    let Task::Tokens { vocab } = model.task else {
+        return Err(Error::config(
+            "sample: the model predicts values, not tokens",
+        ));
+    };
+    if prime.is_empty() || temperature.is_nan() || temperature <= 0.0 {
+        return Err(Error::config(format!(
+            "sample: expected a non-empty prime and temperature > 0, found {} tokens and {temperature}",
+            prime.len()
+        )));
+    }
+    if let Some(&bad) = prime.iter().find(|&&p| p as usize >= vocab) {
+        return Err(Error::config(format!(
+            "sample: token {bad} is outside the vocabulary of {vocab}"
+        )));
+    }
+    let (out, _) = cpu::forward_trace_input(
+        &model.rnn,
+        Input::Tokens {
+            ids: prime,
+            t: prime.len(),
+            b: 1,
+        },
+        None,
+    )?;
+    let dh = model.config().output_size();
+    let mut last = Tensor::new(
+        vec![1, 1, dh],
+        out.output.data()[(prime.len() - 1) * dh..].to_vec(),
+    )?;
+    let mut h = out.h_n;
+    let mut tokens = Vec::with_capacity(len);
+    for _ in 0..len {
+        let z = model.head(&last);
+        let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let p: Vec<f64> = z
+            .iter()
+            .map(|&v| (((v - m) / temperature) as f64).exp())
+            .collect();
+        let total: f64 = p.iter().sum();
+        let mut u = rng.random_range(0.0..total);
+        let mut next = vocab - 1;
+        for (i, &pi) in p.iter().enumerate() {
+            if u < pi {
+                next = i;
+                break;
+            }
+            u -= pi;
+        }
+        tokens.push(next as u32);
+        let ids = [next as u32];
+        let (o, _) = cpu::forward_trace_input(
+            &model.rnn,
+            Input::Tokens {
+                ids: &ids,
+                t: 1,
+                b: 1,
+            },
+            Some(&h),
+        )?;
+        last = o.output;
+        h = o.h_n;
+    }
+    Ok(tokens)
 }

@@ -149,12 +149,3 @@ pub fn run(ctx: &Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<()
     println!("GPU and CPU agree: worst relative error {worst:.1e} (tolerance {TOL:.0e})");
     Ok(())
 }
-
-/// The no-argument run: forward passes on built-in data and weights on both devices.
-pub fn demo(ctx: &Arc<GpuContext>) -> Result<()> {
-    println!("wgpu-rnn demonstration: PyTorch-compatible Elman RNN forward on GPU and CPU");
-    println!("input: built-in sine waves; weights: seeded U(-1/sqrt(H), 1/sqrt(H))\n");
-    run(ctx, &shapes(true), 3)?;
-    println!("\nmore: `wgpu-rnn bench` (all shapes), `wgpu-rnn info`, `wgpu-rnn forward --help`");
-    Ok(())
-}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod contract;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,7 +47,7 @@ impl AdapterArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DeviceKind {
+pub enum DeviceKind {
     Gpu,
     Cpu,
 }
@@ -84,6 +85,47 @@ enum Command {
         /// Device to run on.
         #[arg(long, value_enum, default_value = "gpu")]
         device: DeviceKind,
+    },
+    /// Train a character-level language model on a text file (or the built-in corpus).
+    Train {
+        /// Text file (UTF-8); the built-in corpus when absent.
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// Truncated BPTT: B streams read the text in consecutive chunks and the hidden state
+        /// carries from one chunk to the next (instead of random windows from zero state).
+        #[arg(long)]
+        tbptt: bool,
+        #[command(flatten)]
+        hyper: train::Hyper,
+    },
+    /// Generate text from a character-model checkpoint (on the CPU).
+    Sample {
+        /// Checkpoint written by `train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Characters to generate.
+        #[arg(long, default_value_t = 500)]
+        len: usize,
+        /// Softmax temperature (lower: more conservative).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Text the model reads before generating.
+        #[arg(long, default_value = "\n")]
+        prime: String,
+    },
+    /// Train one-step-ahead forecasting of a time series and compare with the naive forecast.
+    Predict {
+        /// CSV file; the built-in noisy sum of sines when absent.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Column of the CSV: 0-based index or header name.
+        #[arg(long, default_value = "0")]
+        column: String,
+        #[command(flatten)]
+        hyper: train::Hyper,
     },
     /// Time forward passes on the GPU and the CPU side by side on the benchmark shapes.
     Bench {
@@ -191,6 +233,28 @@ fn run(cli: Cli) -> Result<()> {
             let device = open_device(device, &cli.adapter)?;
             contract::run(&model, &input, &output, &device, true)
         }
+        Some(Command::Train { text, tbptt, hyper }) => {
+            let device = open_device(hyper.device, &cli.adapter)?;
+            train::charlm(&hyper, text.as_deref(), tbptt, &device)
+        }
+        Some(Command::Sample {
+            checkpoint,
+            len,
+            temperature,
+            seed,
+            prime,
+        }) => {
+            let prime = prime.replace("\\n", "\n");
+            println!(
+                "{}",
+                train::sample(&checkpoint, len, temperature, seed, &prime)?
+            );
+            Ok(())
+        }
+        Some(Command::Predict { csv, column, hyper }) => {
+            let device = open_device(hyper.device, &cli.adapter)?;
+            train::predict(&hyper, csv.as_deref(), &column, &device)
+        }
         Some(Command::Bench { repeats, quick }) => {
             let device = open_device(DeviceKind::Gpu, &cli.adapter)?;
             let Device::Gpu(ctx) = device else {
@@ -200,10 +264,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         None => {
             let device = open_device(DeviceKind::Gpu, &cli.adapter)?;
-            let Device::Gpu(ctx) = device else {
-                unreachable!("open_device(Gpu) returns a GPU device")
-            };
-            bench::demo(&ctx)
+            train::demo(&device, 45.0)
         }
     }
 }
