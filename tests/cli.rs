@@ -155,3 +155,143 @@ fn no_adapter_is_a_clear_error() {
     assert!(err.contains("no GPU adapter found"), "{err}");
     assert!(err.contains("mesa-vulkan-drivers"), "{err}");
 }
+
+#[test]
+fn train_sample_and_predict_run_end_to_end() {
+    let dir = tmp("runs");
+    let out = dir.join("charlm");
+    let o = out.to_str().unwrap();
+    for device in ["cpu", "gpu"] {
+        let r = cli(&[
+            "train",
+            "--steps",
+            "20",
+            "--hidden",
+            "16",
+            "--batch",
+            "4",
+            "--seq",
+            "16",
+            "--eval-every",
+            "10",
+            "--device",
+            device,
+            "--out",
+            o,
+        ]);
+        let stdout = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success(),
+            "train on {device}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(stdout.contains("final validation loss"), "{stdout}");
+        assert!(out.join("checkpoint.safetensors").exists() && out.join("loss.svg").exists());
+    }
+    // Resume to 30 steps, then sample.
+    let ckpt = out.join("checkpoint.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let r = cli(&[
+        "train", "--steps", "30", "--seq", "16", "--batch", "4", "--device", "cpu", "--resume", c,
+        "--out", o,
+    ]);
+    assert!(
+        r.status.success(),
+        "resume: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("10 steps"),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    let r = cli(&[
+        "sample",
+        "--checkpoint",
+        c,
+        "--len",
+        "40",
+        "--prime",
+        "The ",
+        "--seed",
+        "3",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.starts_with("The ") && text.chars().count() >= 44,
+        "{text:?}"
+    );
+    let again = cli(&[
+        "sample",
+        "--checkpoint",
+        c,
+        "--len",
+        "40",
+        "--prime",
+        "The ",
+        "--seed",
+        "3",
+    ]);
+    assert_eq!(again.stdout, r.stdout, "the same seed gives the same text");
+    // A prime outside the vocabulary is an error, not a panic.
+    let r = cli(&["sample", "--checkpoint", c, "--prime", "\u{2603}"]);
+    assert!(
+        !r.status.success() && String::from_utf8_lossy(&r.stderr).contains("not in the vocabulary")
+    );
+
+    // Time series: the built-in series and a CSV column, on both devices.
+    let csv = dir.join("series.csv");
+    let mut text = String::from("time,value\n");
+    for i in 0..600 {
+        text.push_str(&format!("{i},{}\n", (i as f32 * 0.1).sin()));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let so = dir.join("series");
+    for (device, extra) in [
+        ("gpu", vec![]),
+        (
+            "cpu",
+            vec!["--csv", csv.to_str().unwrap(), "--column", "value"],
+        ),
+    ] {
+        let mut args = vec![
+            "predict",
+            "--steps",
+            "40",
+            "--hidden",
+            "8",
+            "--batch",
+            "4",
+            "--seq",
+            "20",
+            "--device",
+            device,
+            "--out",
+            so.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let r = cli(&args);
+        let stdout = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success(),
+            "predict on {device}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(stdout.contains("naive last value"), "{stdout}");
+    }
+    let r = cli(&[
+        "predict",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--column",
+        "nope",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        !r.status.success()
+            && String::from_utf8_lossy(&r.stderr).contains("no column named \"nope\"")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
