@@ -147,5 +147,32 @@ pub fn run(ctx: &Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<()
         });
     }
     println!("GPU and CPU agree: worst relative error {worst:.1e} (tolerance {TOL:.0e})");
+    train_step(ctx, repeats)
+}
+
+/// The suite's `charlm` case: one training step (token input, forward, softmax
+/// cross-entropy over a linear head, BPTT, Adam), GPU against CPU.
+fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
+    use wgpu_rnn::train::{Optimizer, SeqModel, Task, TrainConfig, data};
+    let (t, b, h, v) = (64, 32, 256, 65);
+    let model = SeqModel::new(RnnConfig::new(Cell::RnnTanh, v, h), Task::Tokens { vocab: v }, 0)?;
+    let cfg = TrainConfig { optimizer: Optimizer::adam(1e-3), clip_norm: Some(5.0) };
+    let ids: Vec<u32> = (0..4096u32).map(|i| (i * 7 + i / 5) % v as u32).collect();
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    let batch = data::random_batch(&ids, t, b, &mut rng);
+    let g = crate::train::time_steps(&model, cfg, &Device::Gpu(ctx.clone()), &batch, repeats)?;
+    let c = crate::train::time_steps(&model, cfg, &Device::Cpu, &batch, repeats)?;
+    let gflop = 3.0 * (cfg_flops(t, b, v, h) + 2.0 * (t * b * h * v) as f64) / 1e9;
+    println!(
+        "\ntraining step, charlm (T={t} B={b} V={v} H={h}, Adam, clip 5), median of {repeats}:\n  \
+         gpu {g:.2} ms ({:.2} GF/s)  |  cpu {c:.2} ms ({:.2} GF/s)  |  cpu/gpu {:.2}",
+        gflop / (g / 1e3),
+        gflop / (c / 1e3),
+        c / g
+    );
     Ok(())
+}
+
+fn cfg_flops(t: usize, b: usize, i: usize, h: usize) -> f64 {
+    RnnConfig::new(Cell::RnnTanh, i, h).forward_flops(t, b)
 }
