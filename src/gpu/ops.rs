@@ -351,3 +351,62 @@ pub(crate) fn linear_groups(n: usize) -> [u32; 3] {
 pub(crate) fn bind(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     b.as_entire_binding()
 }
+
+/// Builds ops and keeps the uniforms they bind alive for as long as the ops are kept.
+pub(crate) struct Recorder<'a> {
+    ctx: &'a GpuContext,
+    dummy: &'a wgpu::Buffer,
+    keep: Vec<wgpu::Buffer>,
+}
+
+impl<'a> Recorder<'a> {
+    /// `dummy` is bound where an optional buffer (a GEMM's bias) is absent.
+    pub(crate) fn new(ctx: &'a GpuContext, dummy: &'a wgpu::Buffer) -> Self {
+        Recorder {
+            ctx,
+            dummy,
+            keep: Vec::new(),
+        }
+    }
+
+    /// A uniform holding `bytes`, kept with the ops.
+    pub(crate) fn uniform(&mut self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let u = uniform(self.ctx, label, bytes);
+        self.keep.push(u.clone());
+        u
+    }
+
+    /// One GEMM (see [`GemmSpec`]).
+    pub(crate) fn gemm(
+        &mut self,
+        spec: GemmSpec,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        c: &wgpu::Buffer,
+    ) -> Result<Op> {
+        let (op, u) = gemm_op(self.ctx, &spec, a, b, bias, c, self.dummy)?;
+        self.keep.push(u);
+        Ok(op)
+    }
+
+    /// An op of `kernel` whose binding 0 is a uniform holding `params` and whose next
+    /// bindings are `buffers`, in order.
+    pub(crate) fn op(
+        &mut self,
+        kernel: Kernel,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<Op> {
+        let u = self.uniform(&format!("{kernel:?} params"), params);
+        let mut bindings = vec![bind(&u)];
+        bindings.extend(buffers.iter().map(|b| bind(b)));
+        Op::new(self.ctx, kernel, &bindings, groups)
+    }
+
+    /// The uniforms to keep.
+    pub(crate) fn finish(self) -> Vec<wgpu::Buffer> {
+        self.keep
+    }
+}

@@ -139,19 +139,14 @@ impl GpuRnn {
                 0,
                 0,
             ];
-            let u = ops::uniform(&ctx, "prepare dims", bytemuck::cast_slice(&dims));
-            prepare_ops.push(Op::new(
-                &ctx,
+            let mut rec = ops::Recorder::new(&ctx, &dummy);
+            prepare_ops.push(rec.op(
                 Kernel::Prepare,
-                &[
-                    bind(&u),
-                    bind(&flat),
-                    bind(&d.w_hh_t),
-                    bind(d.bias.as_ref().unwrap_or(&dummy)),
-                ],
+                bytemuck::cast_slice(&dims),
+                &[&flat, &d.w_hh_t, d.bias.as_ref().unwrap_or(&dummy)],
                 linear_groups(d_n * h * gh),
             )?);
-            keep.push(u);
+            keep.extend(rec.finish());
             derived.push(d);
         }
         let rnn = GpuRnn {
@@ -327,20 +322,17 @@ impl GpuRnn {
                 size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
             })
         };
-        let mut keep = vec![proj.clone(), grad_a.clone(), ones.clone()];
+        let mut rec = ops::Recorder::new(ctx, &self.dummy);
         let mut fwd = Vec::new();
         let mut bwd = Vec::new();
-        let mut gemm = |spec: GemmSpec,
-                        a: &wgpu::Buffer,
-                        bm: &wgpu::Buffer,
-                        bias: Option<&wgpu::Buffer>,
-                        c: &wgpu::Buffer|
-         -> Result<Op> {
-            let (op, u) = ops::gemm_op(ctx, &spec, a, bm, bias, c, &self.dummy)?;
-            keep.push(u);
-            Ok(op)
+        let step_dims = |l: usize| StepDims {
+            batch: b as u32,
+            hidden: h as u32,
+            dirs: d_n as u32,
+            act: act_code(cfg.cell),
+            state0: (l * d_n) as u32,
+            _pad: [self.layout.layers[l].w_hh as u32, 0, 0],
         };
-        let mut uniforms = Vec::new();
         for (l, off) in self.layout.layers.iter().enumerate() {
             let i_l = cfg.layer_input_size(l);
             let der = &self.derived[l];
@@ -357,36 +349,24 @@ impl GpuRnn {
                     0,
                     0,
                 ];
-                let u = ops::uniform(ctx, "embed dims", bytemuck::cast_slice(&dims));
-                fwd.push(Op::new(
-                    ctx,
+                let bias = der.bias.as_ref().unwrap_or(&self.dummy);
+                fwd.push(rec.op(
                     Kernel::Embed,
-                    &[
-                        bind(&u),
-                        bind(&input),
-                        bind(&self.params),
-                        bind(der.bias.as_ref().unwrap_or(&self.dummy)),
-                        bind(&proj),
-                    ],
+                    bytemuck::cast_slice(&dims),
+                    &[&input, &self.params, bias, &proj],
                     linear_groups(tb * dh),
                 )?);
-                uniforms.push(u);
             } else {
                 let spec = GemmSpec {
                     b_off: off.w_ih,
                     ..GemmSpec::a_bt(tb, d_n * g * h, i_l)
                 };
-                fwd.push(gemm(spec, x, &self.params, der.bias.as_ref(), &proj)?);
+                fwd.push(rec.gemm(spec, x, &self.params, der.bias.as_ref(), &proj)?);
             }
-            let dims = StepDims {
-                batch: b as u32,
-                hidden: h as u32,
-                dirs: d_n as u32,
-                act: act_code(cfg.cell),
-                state0: (l * d_n) as u32,
-                _pad: [off.w_hh as u32, 0, 0],
-            };
-            let du = ops::uniform(ctx, &format!("step dims l{l}"), bytemuck::bytes_of(&dims));
+            let du = rec.uniform(
+                &format!("step dims l{l}"),
+                bytemuck::bytes_of(&step_dims(l)),
+            );
             let step = Op::new(
                 ctx,
                 Kernel::RnnStep,
@@ -404,7 +384,6 @@ impl GpuRnn {
             for s in 0..t_len {
                 fwd.push(step.with_offsets(vec![(s as u64 * UNIFORM_STRIDE) as u32], step_groups));
             }
-            uniforms.push(du);
         }
 
         // Backward, from the top layer down.
@@ -417,18 +396,9 @@ impl GpuRnn {
             } else {
                 &grad_x[l + 1]
             };
-            let dims = StepDims {
-                batch: b as u32,
-                hidden: h as u32,
-                dirs: d_n as u32,
-                act: act_code(cfg.cell),
-                state0: (l * d_n) as u32,
-                _pad: [off.w_hh as u32, 0, 0],
-            };
-            let du = ops::uniform(
-                ctx,
+            let du = rec.uniform(
                 &format!("backward dims l{l}"),
-                bytemuck::bytes_of(&dims),
+                bytemuck::bytes_of(&step_dims(l)),
             );
             let step = Op::new(
                 ctx,
@@ -444,7 +414,6 @@ impl GpuRnn {
                 ],
                 step_groups,
             )?;
-            uniforms.push(du);
             for s in 0..t_len {
                 let entry = (t_len - 1 - s) as u64 * UNIFORM_STRIDE;
                 bwd.push(step.with_offsets(vec![entry as u32], step_groups));
@@ -461,7 +430,7 @@ impl GpuRnn {
                     c_off: ld * b * h,
                     ..GemmSpec::row_major(b, h, h)
                 };
-                bwd.push(gemm(spec, &grad_a, &self.params, None, &grad_h0)?);
+                bwd.push(rec.gemm(spec, &grad_a, &self.params, None, &grad_h0)?);
                 // ∂W_hh = Σ_t δa_tᵀ·h_{t-1}: the steps whose h_prev is in y, then the h0 step.
                 let (a_first, y_first) = if d == 0 { (1, 0) } else { (0, 1) };
                 let spec = GemmSpec {
@@ -473,7 +442,7 @@ impl GpuRnn {
                     c_off: off.w_hh + d * h * h,
                     ..GemmSpec::row_major(h, h, (t_len - 1) * b)
                 };
-                bwd.push(gemm(spec, &grad_a, &ys[l], None, &self.grads)?);
+                bwd.push(rec.gemm(spec, &grad_a, &ys[l], None, &self.grads)?);
                 let spec = GemmSpec {
                     a_off: t0 * b * dh + d * h,
                     a_rs: 1,
@@ -483,7 +452,7 @@ impl GpuRnn {
                     accumulate: true,
                     ..GemmSpec::row_major(h, h, b)
                 };
-                bwd.push(gemm(spec, &grad_a, &h0, None, &self.grads)?);
+                bwd.push(rec.gemm(spec, &grad_a, &h0, None, &self.grads)?);
             }
             // Both directions at once: ∂W_ih = δAᵀ·X (a scatter for token input),
             // ∂b_ih = ∂b_hh = 1ᵀ·δA, ∂X = δA·W_ih.
@@ -498,14 +467,12 @@ impl GpuRnn {
                     0,
                     0,
                 ];
-                let u = ops::uniform(ctx, "embed backward dims", bytemuck::cast_slice(&dims));
-                bwd.push(Op::new(
-                    ctx,
+                bwd.push(rec.op(
                     Kernel::EmbedBwd,
-                    &[bind(&u), bind(&input), bind(&grad_a), bind(&self.grads)],
+                    bytemuck::cast_slice(&dims),
+                    &[&input, &grad_a, &self.grads],
                     linear_groups(dh * i_l),
                 )?);
-                uniforms.push(u);
             } else {
                 let spec = GemmSpec {
                     a_rs: 1,
@@ -513,12 +480,12 @@ impl GpuRnn {
                     c_off: off.w_ih,
                     ..GemmSpec::row_major(dh, i_l, tb)
                 };
-                bwd.push(gemm(spec, &grad_a, x, None, &self.grads)?);
+                bwd.push(rec.gemm(spec, &grad_a, x, None, &self.grads)?);
                 let spec = GemmSpec {
                     b_off: off.w_ih,
                     ..GemmSpec::row_major(tb, i_l, dh)
                 };
-                bwd.push(gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
+                bwd.push(rec.gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
             }
             if let Some((bi, bh)) = off.bias {
                 for c_off in [bi, bh] {
@@ -526,12 +493,12 @@ impl GpuRnn {
                         c_off,
                         ..GemmSpec::row_major(1, dh, tb)
                     };
-                    bwd.push(gemm(spec, &ones, &grad_a, None, &self.grads)?);
+                    bwd.push(rec.gemm(spec, &ones, &grad_a, None, &self.grads)?);
                 }
             }
         }
-        keep.extend(uniforms);
-        keep.push(step_uniform.clone());
+        let mut keep = rec.finish();
+        keep.extend([step_uniform.clone(), proj, grad_a, ones]);
         Ok(Workspace {
             t: t_len,
             b,

@@ -125,53 +125,28 @@ impl GpuTrainer {
         let ones = ops::upload(ctx, "ones", &vec![1.0; rows])?;
         let dummy = ops::upload(ctx, "dummy", &[0.0])?;
         let y = rws.ys.last().expect("num_layers >= 1");
-        let mut keep = vec![
-            logits.clone(),
-            row_loss.clone(),
-            ones.clone(),
-            dummy.clone(),
-        ];
+        let mut rec = ops::Recorder::new(ctx, &dummy);
         let mut head_ops = Vec::new();
-        let mut gemm = |spec: GemmSpec,
-                        a: &wgpu::Buffer,
-                        bm: &wgpu::Buffer,
-                        bias: Option<&wgpu::Buffer>,
-                        c: &wgpu::Buffer|
-         -> Result<Op> {
-            let (op, u) = ops::gemm_op(ctx, &spec, a, bm, bias, c, &dummy)?;
-            keep.push(u);
-            Ok(op)
-        };
         // z = y·Wᵀ + b
-        head_ops.push(gemm(
-            GemmSpec::a_bt(rows, o, dh),
-            y,
-            &self.head_w,
-            Some(&self.head_b),
-            &logits,
-        )?);
-        let dims = [rows as u32, o as u32, 0, 0];
-        let du = ops::uniform(ctx, "loss dims", bytemuck::cast_slice(&dims));
+        let spec = GemmSpec::a_bt(rows, o, dh);
+        head_ops.push(rec.gemm(spec, y, &self.head_w, Some(&self.head_b), &logits)?);
         let loss_kernel = if tokens {
             Kernel::SoftmaxXent
         } else {
             Kernel::Mse
         };
-        head_ops.push(Op::new(
-            ctx,
+        let dims = [rows as u32, o as u32, 0, 0];
+        head_ops.push(rec.op(
             loss_kernel,
-            &[bind(&du), bind(&targets), bind(&logits), bind(&row_loss)],
+            bytemuck::cast_slice(&dims),
+            &[&targets, &logits, &row_loss],
             linear_groups(rows),
         )?);
-        let su = ops::uniform(
-            ctx,
-            "loss sum",
-            bytemuck::cast_slice(&[rows as u32, 0, 0, 0]),
-        );
-        head_ops.push(Op::new(
-            ctx,
+        let dims = [rows as u32, 0, 0, 0];
+        head_ops.push(rec.op(
             Kernel::Sum,
-            &[bind(&su), bind(&row_loss), bind(&self.loss)],
+            bytemuck::cast_slice(&dims),
+            &[&row_loss, &self.loss],
             [1, 1, 1],
         )?);
         // ∂W = ∂zᵀ·y, ∂b = 1ᵀ·∂z, ∂y = ∂z·W (into the stack's grad_output).
@@ -180,38 +155,23 @@ impl GpuTrainer {
             a_cs: o,
             ..GemmSpec::row_major(o, dh, rows)
         };
-        head_ops.push(gemm(spec, &logits, y, None, &self.g_head_w)?);
-        head_ops.push(gemm(
-            GemmSpec::row_major(1, o, rows),
-            &ones,
-            &logits,
-            None,
-            &self.g_head_b,
-        )?);
-        head_ops.push(gemm(
-            GemmSpec::row_major(rows, dh, o),
-            &logits,
-            &self.head_w,
-            None,
-            &rws.grad_out,
-        )?);
+        head_ops.push(rec.gemm(spec, &logits, y, None, &self.g_head_w)?);
+        let spec = GemmSpec::row_major(1, o, rows);
+        head_ops.push(rec.gemm(spec, &ones, &logits, None, &self.g_head_b)?);
+        let spec = GemmSpec::row_major(rows, dh, o);
+        head_ops.push(rec.gemm(spec, &logits, &self.head_w, None, &rws.grad_out)?);
 
         let mut update_ops = Vec::new();
         let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
         let params = [&self.rnn.params, &self.head_w, &self.head_b];
         for (i, slot) in self.slots.iter().enumerate() {
-            let u = ops::uniform(
-                ctx,
-                "norm",
-                bytemuck::cast_slice(&[slot.len as u32, 0, i as u32, 0]),
-            );
-            update_ops.push(Op::new(
-                ctx,
+            let dims = [slot.len as u32, 0, i as u32, 0];
+            update_ops.push(rec.op(
                 Kernel::SumSq,
-                &[bind(&u), bind(grads[i]), bind(&self.norms)],
+                bytemuck::cast_slice(&dims),
+                &[grads[i], &self.norms],
                 [1, 1, 1],
             )?);
-            keep.push(u);
         }
         for (i, slot) in self.slots.iter().enumerate() {
             update_ops.push(Op::new(
@@ -228,7 +188,8 @@ impl GpuTrainer {
                 linear_groups(slot.len),
             )?);
         }
-        keep.extend([du, su]);
+        let mut keep = rec.finish();
+        keep.extend([logits, row_loss, ones, dummy]);
         Ok(StepWorkspace {
             t,
             b,

@@ -155,8 +155,15 @@ pub fn run(ctx: &Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<()
 fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
     use wgpu_rnn::train::{Optimizer, SeqModel, Task, TrainConfig, data};
     let (t, b, h, v) = (64, 32, 256, 65);
-    let model = SeqModel::new(RnnConfig::new(Cell::RnnTanh, v, h), Task::Tokens { vocab: v }, 0)?;
-    let cfg = TrainConfig { optimizer: Optimizer::adam(1e-3), clip_norm: Some(5.0) };
+    let model = SeqModel::new(
+        RnnConfig::new(Cell::RnnTanh, v, h),
+        Task::Tokens { vocab: v },
+        0,
+    )?;
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(1e-3),
+        clip_norm: Some(5.0),
+    };
     let ids: Vec<u32> = (0..4096u32).map(|i| (i * 7 + i / 5) % v as u32).collect();
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let batch = data::random_batch(&ids, t, b, &mut rng);

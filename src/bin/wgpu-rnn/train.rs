@@ -155,14 +155,14 @@ fn train_loop(
         pb.set_position(s - start_step);
         if hyper.eval_every > 0 && s.is_multiple_of(hyper.eval_every) && s < steps {
             let v = validate(&trainer.state()?.model)?;
-            pb.println(format!("step {s}: validation loss {v:.4}"));
+            pb.suspend(|| println!("step {s}: validation loss {v:.4}"));
             log.valid.push((s, v));
         }
         if hyper
             .time_limit
             .is_some_and(|lim| start.elapsed().as_secs_f64() > lim)
         {
-            pb.println(format!("time limit reached at step {s}"));
+            pb.suspend(|| println!("time limit reached at step {s}"));
             break;
         }
     }
