@@ -39,6 +39,9 @@ pub(crate) struct Workspace {
     /// token input).
     grad_x: Vec<wgpu::Buffer>,
     backward_ops: Vec<Op>,
+    /// Host-readable copies of the output and `h_n`, for `forward`'s readback.
+    out_staging: wgpu::Buffer,
+    hn_staging: wgpu::Buffer,
     // Kept alive for the bind groups that use them.
     _keep: Vec<wgpu::Buffer>,
 }
@@ -512,6 +515,8 @@ impl GpuRnn {
             grad_h0,
             grad_x,
             backward_ops: bwd,
+            out_staging: ops::staging(ctx, "output readback", tb * dh),
+            hn_staging: ops::staging(ctx, "h_n readback", states),
             _keep: keep,
         })
     }
@@ -566,14 +571,12 @@ impl GpuRnn {
             self.config.num_layers,
         );
         let (out_len, hn_len) = (t_len * b * d_n * h, l_n * d_n * b * h);
-        let out_st = ops::staging(&self.ctx, "output readback", out_len);
-        let hn_st = ops::staging(&self.ctx, "h_n readback", hn_len);
         let y = ws.ys.last().expect("num_layers >= 1");
         let mut res = self.ctx.read_buffers(
             encoder,
             &[
-                (y, &out_st, (out_len * 4) as u64),
-                (&ws.h_n, &hn_st, (hn_len * 4) as u64),
+                (y, &ws.out_staging, (out_len * 4) as u64),
+                (&ws.h_n, &ws.hn_staging, (hn_len * 4) as u64),
             ],
             "forward",
         )?;
