@@ -474,7 +474,7 @@ impl GpuRnn {
                     Kernel::EmbedBwd,
                     bytemuck::cast_slice(&dims),
                     &[&input, &grad_a, &self.grads],
-                    linear_groups(dh * i_l),
+                    linear_groups(dh),
                 )?);
             } else {
                 let spec = GemmSpec {
