@@ -14,7 +14,8 @@ struct Dims {
     dirs: u32,        // D
     act: u32,         // 0 tanh, 1 relu
     state0: u32,      // layer * D: index of this layer's first state in h0 / h_n
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    w_off: u32,       // (read by rnn_step_bwd; this kernel reads the transposed copy)
+    _pad1: u32, _pad2: u32,
 }
 
 struct Step {

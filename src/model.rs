@@ -60,6 +60,7 @@ impl Rnn {
     /// # Errors
     /// [`crate::Error::Limit`] when a weight exceeds a device limit.
     pub fn new(params: RnnParams<f32>, device: &Device) -> Result<Self> {
+        params.validate()?;
         let engine = match device {
             Device::Cpu => Engine::Cpu(None),
             Device::Gpu(ctx) => Engine::Gpu(Box::new(GpuRnn::new(ctx.clone(), &params)?)),

@@ -82,6 +82,18 @@ impl<T: Float> RnnParams<T> {
     /// PyTorch tensor whose shape is wrong, [`Error::MissingTensor`] for a bias that the
     /// config requires, [`Error::NonFinite`] for NaN or infinite weights.
     pub fn new(config: RnnConfig, layers: Vec<LayerParams<T>>) -> Result<Self> {
+        let p = RnnParams { config, layers };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks every shape against the config and every value for finiteness (after changes
+    /// through [`RnnParams::layers_mut`]).
+    ///
+    /// # Errors
+    /// As [`RnnParams::new`].
+    pub fn validate(&self) -> Result<()> {
+        let (config, layers) = (self.config, &self.layers);
         config.validate()?;
         let want = config.num_layers * config.directions();
         if layers.len() != want {
@@ -123,7 +135,7 @@ impl<T: Float> RnnParams<T> {
                 }
             }
         }
-        Ok(RnnParams { config, layers })
+        Ok(())
     }
 
     /// Wraps layers without checking them (for gradients, which share the parameters' shapes).
@@ -249,7 +261,7 @@ impl RnnParams<f32> {
         let (max_layer, max_name) = max_layer.ok_or_else(|| missing("weight_ih_l0"))?;
         // Every layer needs at least two tensors, so a layer number beyond that cannot be
         // complete; name it rather than counting up to it.
-        if max_layer >= file.tensors.len() / 2 {
+        if max_layer > 0 && max_layer >= file.tensors.len() / 2 {
             return Err(Error::UnknownTensor {
                 name: max_name,
                 source_name: source.into(),

@@ -757,3 +757,117 @@ fn context_limit_checks() {
         &["dispatch k", &(wg + 1).to_string(), &wg.to_string()],
     );
 }
+
+/// Regression: a GPU forward that failed its checks used to leave the previous forward ready
+/// to differentiate, so backward returned the earlier pass's gradients.
+#[test]
+fn backward_after_a_failed_forward_is_an_error() {
+    let params = RnnParams::random(RnnConfig::new(Cell::RnnTanh, 3, 4), 1);
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let mut rnn = Rnn::new(params.clone(), &device).unwrap();
+        rnn.forward(&Tensor::full(&[2, 1, 3], 0.5), None).unwrap();
+        assert!(rnn.forward(&Tensor::zeros(&[2, 1, 5]), None).is_err());
+        let err = rnn
+            .backward(&Tensor::full(&[2, 1, 4], 1.0), None)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Config(_)),
+            "{}: {err:?}",
+            device.describe()
+        );
+    }
+}
+
+#[test]
+fn training_inputs_that_do_not_fit_the_model_are_errors() {
+    use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(1e-3),
+        clip_norm: None,
+    };
+    let model = SeqModel::new(
+        RnnConfig::new(Cell::RnnTanh, 5, 4),
+        Task::Tokens { vocab: 5 },
+        0,
+    )
+    .unwrap();
+    // A head of the wrong shape, caught before anything reaches a kernel.
+    let mut bad = model.clone();
+    bad.head_w = Tensor::zeros(&[5, 3]);
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let err = Trainer::new(TrainState::new(bad.clone()), cfg, &device)
+            .err()
+            .expect("bad head accepted");
+        assert_msg(&err, &["head.weight", "[5, 4]", "[5, 3]"]);
+        // A token outside the vocabulary, and a batch of the wrong size.
+        let mut tr = Trainer::new(TrainState::new(model.clone()), cfg, &device).unwrap();
+        let b = Batch::Tokens {
+            t: 2,
+            b: 1,
+            inputs: vec![0, 5],
+            targets: vec![1, 2],
+        };
+        assert_msg(
+            &tr.step(&b, false).unwrap_err(),
+            &["inputs", "token 5", "vocabulary of 5"],
+        );
+        let b = Batch::Tokens {
+            t: 2,
+            b: 2,
+            inputs: vec![0, 1, 2],
+            targets: vec![1, 2, 3, 4],
+        };
+        assert_msg(
+            &tr.step(&b, false).unwrap_err(),
+            &["inputs", "[2, 2]", "[3]"],
+        );
+        let b = Batch::Values {
+            input: Tensor::zeros(&[2, 1, 5]),
+            target: Tensor::zeros(&[2, 1, 5]),
+        };
+        assert!(matches!(tr.step(&b, false).unwrap_err(), Error::Config(_)));
+    }
+    // A vocabulary that differs from the input size.
+    assert!(
+        SeqModel::new(
+            RnnConfig::new(Cell::RnnTanh, 4, 4),
+            Task::Tokens { vocab: 5 },
+            0
+        )
+        .is_err()
+    );
+    assert!(
+        SeqModel::new(
+            RnnConfig::new(Cell::RnnTanh, 4, 4),
+            Task::Regression { outputs: 0 },
+            0
+        )
+        .is_err()
+    );
+    // evaluate checks h0.
+    let b = Batch::Tokens {
+        t: 2,
+        b: 1,
+        inputs: vec![0, 1],
+        targets: vec![1, 2],
+    };
+    let err = model
+        .evaluate(&b, Some(&Tensor::zeros(&[1, 2, 4])))
+        .unwrap_err();
+    assert_msg(&err, &["h0", "[1, 1, 4]", "[1, 2, 4]"]);
+    // Truncated BPTT needs T + 1 characters per stream.
+    let err = wgpu_rnn::train::data::stream_batch(&[0; 10], 4, 0, 0).unwrap_err();
+    assert_msg(&err, &["B = 0"]);
+    let err = wgpu_rnn::train::data::stream_batch(&[0; 10], 4, 3, 0).unwrap_err();
+    assert_msg(&err, &["3 characters per stream"]);
+}
+
+#[test]
+fn a_misspelt_backend_is_named() {
+    let opts = wgpu_rnn::gpu::AdapterOptions {
+        backends: Some("vulkn".into()),
+        ..Default::default()
+    };
+    let err = wgpu_rnn::gpu::GpuContext::new(&opts).unwrap_err();
+    assert_msg(&err, &["backend", "vulkn"]);
+}

@@ -378,13 +378,13 @@ fn operands_too_short() {
         let err = result.expect_err(name);
         assert!(
             matches!(&err, Error::Shape { name: got, expected, found: f }
-                if got == name && expected == &[needed] && f == &[found]),
+                if got == &format!("gemm operand {name} (elements)") && expected == &[needed] && f == &[found]),
             "{name}: {err:?}"
         );
         common::assert_msg(
             &err,
             &[
-                &format!("{name}:"),
+                &format!("{name} (elements):"),
                 &format!("[{needed}]"),
                 &format!("found [{found}]"),
             ],
@@ -399,7 +399,7 @@ fn operands_too_short() {
     let need = 2 + (m - 1) * (n + 1) + n;
     let err = gemm(&ctx, &spec, &a, &b, None, &vec![0.0; need - 1]).unwrap_err();
     assert!(
-        matches!(&err, Error::Shape { name, .. } if name == "c"),
+        matches!(&err, Error::Shape { name, .. } if name == "gemm operand c (elements)"),
         "{err:?}"
     );
     common::assert_msg(&err, &[&format!("[{need}]"), &format!("[{}]", need - 1)]);

@@ -36,6 +36,22 @@ impl AdapterOptions {
         }
     }
 
+    /// Checks that the backend list names at least one backend.
+    fn check_backends(&self) -> Result<wgpu::Backends> {
+        let b = self.resolved_backends();
+        if b.is_empty() {
+            let given = self
+                .backends
+                .clone()
+                .or_else(|| std::env::var("WGPU_BACKEND").ok())
+                .unwrap_or_default();
+            return Err(Error::config(format!(
+                "backend: expected a comma-separated list of vulkan, metal, dx12, gl; found {given:?}"
+            )));
+        }
+        Ok(b)
+    }
+
     fn resolved_name(&self) -> Option<String> {
         self.adapter_name
             .clone()
@@ -80,8 +96,11 @@ fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits> {
     want.max_dynamic_uniform_buffers_per_pipeline_layout = 1;
     want.max_compute_invocations_per_workgroup = kernels::MAX_INVOCATIONS;
     want.max_compute_workgroup_size_x = kernels::MAX_INVOCATIONS;
-    want.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
-    want.max_buffer_size = adapter.max_buffer_size;
+    // The kernels index f32 elements with u32 and pass offsets in u32 uniforms: cap buffers
+    // at 4 GiB - 4 so that every byte offset and element index fits.
+    let cap = u32::MAX as u64 - 3;
+    want.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size.min(cap);
+    want.max_buffer_size = adapter.max_buffer_size.min(cap);
     want.max_compute_workgroups_per_dimension = adapter.max_compute_workgroups_per_dimension;
     let mut short = None;
     want.check_limits_with_fail_fn(adapter, true, |name, needed, max| {
@@ -137,8 +156,8 @@ impl GpuContext {
     /// # Ok::<(), wgpu_rnn::Error>(())
     /// ```
     pub fn new(opts: &AdapterOptions) -> Result<Arc<Self>> {
+        let backends = opts.check_backends()?;
         let instance = opts.instance();
-        let backends = opts.resolved_backends();
         let name = opts.resolved_name();
         let no_adapter = || Error::NoAdapter {
             backends: format!("{backends:?}"),
@@ -335,28 +354,42 @@ impl GpuContext {
                 context: context.into(),
                 message: e.to_string(),
             })?;
+        let mut mapped = vec![false; reads.len()];
+        let mut failure = None;
         for (i, r) in rx.iter() {
-            r.map_err(|e| Error::Gpu {
-                context: format!("{context}: mapping readback buffer {i}"),
-                message: e.to_string(),
-            })?;
+            match r {
+                Ok(()) => mapped[i] = true,
+                Err(e) => {
+                    failure.get_or_insert(Error::Gpu {
+                        context: format!("{context}: mapping readback buffer {i}"),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(reads.len());
+        for ((_, staging, bytes), ok) in reads.iter().zip(&mapped) {
+            if !ok {
+                continue;
+            }
+            if failure.is_none() {
+                match staging.slice(..*bytes).get_mapped_range() {
+                    Ok(view) => out.push(bytemuck::cast_slice::<u8, f32>(&view).to_vec()),
+                    Err(e) => {
+                        failure = Some(Error::Gpu {
+                            context: format!("{context}: reading mapped buffer"),
+                            message: e.to_string(),
+                        })
+                    }
+                }
+            }
+            // Unmapped on every path, so that a failed read never blocks the next one.
+            staging.unmap();
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         self.take_error(context)?;
-        let mut out = Vec::with_capacity(reads.len());
-        for (_, staging, bytes) in reads {
-            let data = {
-                let view = staging
-                    .slice(..*bytes)
-                    .get_mapped_range()
-                    .map_err(|e| Error::Gpu {
-                        context: format!("{context}: reading mapped buffer"),
-                        message: e.to_string(),
-                    })?;
-                bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-            };
-            staging.unmap();
-            out.push(data);
-        }
         Ok(out)
     }
 }

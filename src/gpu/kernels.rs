@@ -246,7 +246,9 @@ pub(crate) struct StepDims {
     pub dirs: u32,
     pub act: u32,
     pub state0: u32,
-    pub _pad: [u32; 3],
+    /// Offset of the layer's `weight_hh` in the flat parameters (read by the backward step).
+    pub w_off: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform `Step` of `shaders/rnn_step.wgsl`, one per step at [`UNIFORM_STRIDE`].

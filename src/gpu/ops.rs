@@ -253,7 +253,11 @@ impl GemmSpec {
         ];
         for (name, needed, found) in need {
             if found < needed {
-                return Err(Error::shape(name, &[needed], &[found]));
+                return Err(Error::Shape {
+                    name: format!("gemm operand {name} (elements)"),
+                    expected: vec![needed],
+                    found: vec![found],
+                });
             }
         }
         Ok(())

@@ -106,6 +106,7 @@ impl GpuRnn {
         params: &RnnParams<f32>,
         token_input: bool,
     ) -> Result<Self> {
+        params.validate()?;
         let config = *params.config();
         let layout = ParamLayout::new(&config);
         let (d_n, h) = (config.directions(), config.hidden_size);
@@ -214,6 +215,7 @@ impl GpuRnn {
                 params.config()
             )));
         }
+        params.validate()?;
         let flat = self.layout.flatten(params);
         self.ctx
             .queue
@@ -334,7 +336,8 @@ impl GpuRnn {
             dirs: d_n as u32,
             act: act_code(cfg.cell),
             state0: (l * d_n) as u32,
-            _pad: [self.layout.layers[l].w_hh as u32, 0, 0],
+            w_off: self.layout.layers[l].w_hh as u32,
+            _pad: [0; 2],
         };
         for (l, off) in self.layout.layers.iter().enumerate() {
             let i_l = cfg.layer_input_size(l);
@@ -546,6 +549,8 @@ impl GpuRnn {
     /// [`Error::Shape`] naming `input` or `h0`, [`Error::Limit`] when the shape needs more
     /// than the device allows (checked before allocating), [`Error::Gpu`] when the device fails.
     pub fn forward(&mut self, input: &Tensor, h0: Option<&Tensor>) -> Result<ForwardOutput> {
+        // A forward that fails leaves nothing to differentiate.
+        self.has_forward = false;
         if self.token_input {
             return Err(Error::config(
                 "forward: this model takes token ids, not a float tensor",

@@ -45,6 +45,7 @@ pub struct GpuTrainer {
     slots: [Slot; 3],
     norms: wgpu::Buffer,
     loss: wgpu::Buffer,
+    loss_staging: wgpu::Buffer,
     ws: Option<StepWorkspace>,
     step: u64,
     /// `(T, B)` of the last step, whose `h_n` a carrying step starts from.
@@ -95,6 +96,7 @@ impl GpuTrainer {
             g_head_b: ops::storage(&ctx, "grad head bias", model.head_b.len(), rw)?,
             norms: ops::storage(&ctx, "gradient norms", 3, rw)?,
             loss: ops::storage(&ctx, "loss", 1, rw)?,
+            loss_staging: ops::staging(&ctx, "loss readback", 1),
             slots,
             ctx,
             cfg,
@@ -269,8 +271,34 @@ impl GpuTrainer {
     /// # Errors
     /// [`crate::Error::Gpu`] when the device fails.
     pub fn loss(&mut self) -> Result<f64> {
-        let v = self.rnn.read(&[(&self.loss, 1)], "reading the loss")?;
+        let v = self.ctx.read_buffers(
+            self.rnn.encoder("reading the loss"),
+            &[(&self.loss, &self.loss_staging, 4)],
+            "reading the loss",
+        )?;
         Ok(v[0][0] as f64)
+    }
+
+    /// Reads back the parameters (not the moments).
+    ///
+    /// # Errors
+    /// [`crate::Error::Gpu`] when the device fails.
+    pub fn model(&self) -> Result<SeqModel> {
+        let s = &self.slots;
+        let reads = [
+            (&self.rnn.params, s[0].len),
+            (&self.head_w, s[1].len),
+            (&self.head_b, s[2].len),
+        ];
+        let flat: Vec<f32> = self
+            .rnn
+            .read(&reads, "reading the parameters")?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut model = self.model.clone();
+        model.set_flat(&flat);
+        Ok(model)
     }
 
     /// Reads back parameters and moments.

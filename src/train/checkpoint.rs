@@ -169,6 +169,7 @@ impl Checkpoint {
             head_b,
             task,
         };
+        model.validate()?;
         let n = model.num_params();
         let m1 = file.take("optim.m1", &[n], &src)?.into_data();
         let m2 = file.take("optim.m2", &[n], &src)?.into_data();

@@ -139,27 +139,36 @@ pub fn random_batch(ids: &[u32], t: usize, b: usize, rng: &mut ChaCha8Rng) -> Ba
 }
 
 /// Consecutive chunks for truncated BPTT: `b` streams, each reading its own contiguous part
-/// of `ids`; chunk `k` of every stream follows chunk `k − 1`, so the hidden state carries.
-pub fn stream_batch(ids: &[u32], t: usize, b: usize, k: usize) -> Batch {
-    let part = ids.len() / b;
-    let chunks = (part.saturating_sub(1) / t).max(1);
-    let k = k % chunks;
+/// of `ids`; chunk `k` of every stream follows chunk `k − 1` (wrapping around at the end of
+/// the part), so the hidden state carries.
+///
+/// # Errors
+/// [`Error::Config`] when `t` or `b` is 0 or a stream's part is shorter than `t + 1`.
+pub fn stream_batch(ids: &[u32], t: usize, b: usize, k: usize) -> Result<Batch> {
+    let part = ids.len().checked_div(b).unwrap_or(0);
+    if t == 0 || part < t + 1 {
+        return Err(Error::config(format!(
+            "truncated BPTT: expected T >= 1, B >= 1 and at least T + 1 = {} characters per \
+             stream, found T = {t}, B = {b} and {part} characters per stream",
+            t + 1
+        )));
+    }
+    let k = k % ((part - 1) / t);
     let mut inputs = vec![0; t * b];
     let mut targets = vec![0; t * b];
     for bi in 0..b {
         let base = bi * part + k * t;
         for ti in 0..t {
-            let i = (base + ti).min(ids.len() - 2);
-            inputs[ti * b + bi] = ids[i];
-            targets[ti * b + bi] = ids[i + 1];
+            inputs[ti * b + bi] = ids[base + ti];
+            targets[ti * b + bi] = ids[base + ti + 1];
         }
     }
-    Batch::Tokens {
+    Ok(Batch::Tokens {
         t,
         b,
         inputs,
         targets,
-    }
+    })
 }
 
 /// The held-out text cut into consecutive non-overlapping windows of `t + 1` ids, grouped

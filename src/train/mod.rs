@@ -79,6 +79,9 @@ impl SeqModel {
                 config.input_size
             )));
         }
+        if task.outputs() == 0 {
+            return Err(Error::config("task: expected at least 1 output, found 0"));
+        }
         let rnn = RnnParams::random(config, seed);
         let o = task.outputs();
         let fan_in = config.output_size();
@@ -99,6 +102,32 @@ impl SeqModel {
     /// The stack's configuration.
     pub fn config(&self) -> &RnnConfig {
         self.rnn.config()
+    }
+
+    /// Checks that the parts fit together: the stack's parameters, a token model's vocabulary
+    /// equal to the input size, the head `[O, D·H]` and `[O]` with `O >= 1`, all finite.
+    ///
+    /// # Errors
+    /// [`Error::Shape`], [`Error::NonFinite`] or [`Error::Config`] naming the part.
+    pub fn validate(&self) -> Result<()> {
+        self.rnn.validate()?;
+        let o = self.task.outputs();
+        if o == 0 {
+            return Err(Error::config("task: expected at least 1 output, found 0"));
+        }
+        if let Task::Tokens { vocab } = self.task
+            && vocab != self.config().input_size
+        {
+            return Err(Error::config(format!(
+                "token model: vocabulary {vocab} must equal the stack's input_size, found {}",
+                self.config().input_size
+            )));
+        }
+        self.head_w
+            .expect_shape("head.weight", &[o, self.config().output_size()])?;
+        self.head_b.expect_shape("head.bias", &[o])?;
+        self.head_w.expect_finite("head.weight")?;
+        self.head_b.expect_finite("head.bias")
     }
 
     /// Number of trainable parameters.
@@ -150,7 +179,9 @@ impl SeqModel {
                     }
                 }
                 if *t == 0 || *b == 0 {
-                    return Err(Error::config("batch: expected T >= 1 and B >= 1"));
+                    return Err(Error::config(format!(
+                        "batch: expected T >= 1 and B >= 1, found T = {t}, B = {b}"
+                    )));
                 }
                 Ok((*t, *b))
             }
@@ -174,6 +205,11 @@ impl SeqModel {
     /// As [`SeqModel::check_batch`].
     pub fn evaluate(&self, batch: &Batch, h0: Option<&Tensor>) -> Result<(f64, Tensor)> {
         let (t, b) = self.check_batch(batch)?;
+        if let Some(h0) = h0 {
+            let c = self.config();
+            h0.expect_shape("h0", &[c.num_layers * c.directions(), b, c.hidden_size])?;
+            h0.expect_finite("h0")?;
+        }
         let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), h0)?;
         let mut z = self.head(&out.output);
         let loss = match batch {
@@ -308,6 +344,7 @@ impl TrainState {
 struct CpuTrainer {
     state: TrainState,
     h_n: Option<Tensor>,
+    last_shape: Option<(usize, usize)>,
     loss: f64,
 }
 
@@ -315,8 +352,10 @@ impl CpuTrainer {
     fn step(&mut self, cfg: &TrainConfig, batch: &Batch, carry: bool) -> Result<()> {
         let model = &self.state.model;
         let (t, b) = model.check_batch(batch)?;
+        // Carry only between chunks of the same shape, as the GPU does.
         let h0 = if carry { self.h_n.take() } else { None };
-        let h0 = h0.filter(|h| h.shape()[1] == b);
+        let h0 = h0.filter(|_| self.last_shape == Some((t, b)));
+        self.last_shape = Some((t, b));
         let input = batch.input(t, b);
         let (out, ys) = cpu::forward_trace_input(&model.rnn, input, h0.as_ref())?;
         let o = model.task.outputs();
@@ -429,6 +468,7 @@ impl Trainer {
     /// [`Error::Config`] when the moments do not match the model; GPU limits as
     /// [`crate::gpu::GpuRnn::new`].
     pub fn new(state: TrainState, cfg: TrainConfig, device: &Device) -> Result<Self> {
+        state.model.validate()?;
         let n = state.model.num_params();
         if state.m1.len() != n || state.m2.len() != n {
             return Err(Error::config(format!(
@@ -441,6 +481,7 @@ impl Trainer {
             Device::Cpu => Engine::Cpu(Box::new(CpuTrainer {
                 state,
                 h_n: None,
+                last_shape: None,
                 loss: f64::NAN,
             })),
             Device::Gpu(ctx) => Engine::Gpu(Box::new(GpuTrainer::new(ctx.clone(), &state, cfg)?)),
@@ -488,6 +529,17 @@ impl Trainer {
         match &self.engine {
             Engine::Cpu(c) => c.state.step,
             Engine::Gpu(g) => g.steps(),
+        }
+    }
+
+    /// The model alone (reads the parameters back from the GPU, not the optimizer moments).
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device fails.
+    pub fn model(&self) -> Result<SeqModel> {
+        match &self.engine {
+            Engine::Cpu(c) => Ok(c.state.model.clone()),
+            Engine::Gpu(g) => g.model(),
         }
     }
 

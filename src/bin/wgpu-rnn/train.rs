@@ -112,7 +112,7 @@ fn train_loop(
     rng: &mut ChaCha8Rng,
     steps: u64,
     hyper: &Hyper,
-    mut next_batch: impl FnMut(&mut ChaCha8Rng, u64) -> Batch,
+    mut next_batch: impl FnMut(&mut ChaCha8Rng, u64) -> Result<Batch>,
     carry: bool,
     mut validate: impl FnMut(&SeqModel) -> Result<f64>,
     quiet: bool,
@@ -138,7 +138,7 @@ fn train_loop(
     };
     while trainer.steps() < steps {
         let s = trainer.steps();
-        let batch = next_batch(rng, s);
+        let batch = next_batch(rng, s)?;
         trainer.step(&batch, carry)?;
         let s = trainer.steps();
         if s.is_multiple_of(hyper.log_every.max(1)) || s == steps {
@@ -154,7 +154,7 @@ fn train_loop(
         }
         pb.set_position(s - start_step);
         if hyper.eval_every > 0 && s.is_multiple_of(hyper.eval_every) && s < steps {
-            let v = validate(&trainer.state()?.model)?;
+            let v = validate(&trainer.model()?)?;
             pb.suspend(|| println!("step {s}: validation loss {v:.4}"));
             log.valid.push((s, v));
         }
@@ -171,7 +171,7 @@ fn train_loop(
     log.seconds = start.elapsed().as_secs_f64();
     log.steps = trainer.steps() - start_step;
     pb.finish_and_clear();
-    let v = validate(&trainer.state()?.model)?;
+    let v = validate(&trainer.model()?)?;
     log.valid.push((trainer.steps(), v));
     Ok(log)
 }
@@ -341,7 +341,7 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
             if tbptt {
                 data::stream_batch(&train, seq, batch, s as usize)
             } else {
-                data::random_batch(&train, seq, batch, rng)
+                Ok(data::random_batch(&train, seq, batch, rng))
             }
         },
         tbptt,
@@ -458,7 +458,7 @@ pub fn predict(hyper: &Hyper, csv: Option<&Path>, column: &str, device: &Device)
         &mut rng,
         steps,
         hyper,
-        |rng, _| series::random_batch(&train, seq, batch, rng),
+        |rng, _| Ok(series::random_batch(&train, seq, batch, rng)),
         false,
         |m| Ok(series::forecast_rmse(m, &valid_xs, seq)?.0.powi(2)),
         false,
@@ -576,7 +576,7 @@ pub fn demo(device: &Device, seconds: f64) -> Result<()> {
         &mut rng,
         100_000,
         &hyper,
-        |rng, _| data::random_batch(&corpus.train, seq, batch, rng),
+        |rng, _| Ok(data::random_batch(&corpus.train, seq, batch, rng)),
         false,
         |m| evaluate_mean(m, &valid),
         true,
