@@ -275,6 +275,7 @@ impl GpuRnn {
         ctx.check_buffer("input", (in_len * 4) as u64)?;
         ctx.check_buffer("output", (tb * dh * 4) as u64)?;
         ctx.check_buffer("projection", (tb * d_n * g * h * 4) as u64)?;
+        ctx.check_buffer("step uniforms", t_len as u64 * UNIFORM_STRIDE)?;
         let step_groups = [
             (h as u32).div_ceil(STEP_UNITS),
             (b as u32).div_ceil(STEP_ROWS),
