@@ -45,6 +45,8 @@
 //! # Ok::<(), wgpu_rnn::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod cpu;
 pub mod error;
@@ -62,3 +64,8 @@ pub use io::TensorFile;
 pub use model::{Device, Rnn};
 pub use params::{LayerParams, RnnParams};
 pub use tensor::{Float, Tensor};
+
+// The README's Rust examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
