@@ -176,7 +176,19 @@ fn train_loop(
     Ok(log)
 }
 
-fn finish(out: &Path, ckpt: &Checkpoint, log: &RunLog, title: &str) -> Result<()> {
+/// Writes the checkpoint and the loss plot into `--out` (or `default_dir`).
+fn finish(
+    hyper: &Hyper,
+    default_dir: &str,
+    ckpt: &Checkpoint,
+    log: &RunLog,
+    title: &str,
+) -> Result<()> {
+    let out = hyper
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default_dir));
+    let out = out.as_path();
     std::fs::create_dir_all(out).map_err(|e| Error::Io {
         path: out.to_path_buf(),
         source: e,
@@ -365,12 +377,9 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
         rng,
         meta,
     };
-    let out = hyper
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/charlm"));
     finish(
-        &out,
+        hyper,
+        "runs/charlm",
         &ckpt,
         &log,
         "character model: cross-entropy (nats/char)",
@@ -482,12 +491,9 @@ pub fn predict(hyper: &Hyper, csv: Option<&Path>, column: &str, device: &Device)
         rng,
         meta,
     };
-    let out = hyper
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/series"));
     finish(
-        &out,
+        hyper,
+        "runs/series",
         &ckpt,
         &log,
         "one-step forecast: MSE (normalised units)",
