@@ -278,3 +278,48 @@ pub(crate) struct OptimHyper {
     pub bc2: f32,
     pub max_norm: f32,
 }
+
+/// Uniform `Dims` of `shaders/prepare.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct PrepareDims {
+    pub dirs: u32,
+    pub hidden: u32,
+    pub w_hh_off: u32,
+    pub b_ih_off: u32,
+    pub b_hh_off: u32,
+    pub has_bias: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Uniform `Dims` of `shaders/embed.wgsl` and `shaders/embed_bwd.wgsl` (`w_off` is the
+/// offset of `weight_ih_l0`, or of its gradient; `has_bias` is read by the gather only).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct EmbedDims {
+    pub rows: u32,
+    pub cols: u32,
+    pub vocab: u32,
+    pub w_off: u32,
+    pub has_bias: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Uniform `Dims` of `shaders/loss.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct LossDims {
+    pub rows: u32,
+    pub cols: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Uniform `Dims` of `shaders/reduce.wgsl`: `out[slot] = Σ src[off .. off + n]` (or of squares).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct ReduceDims {
+    pub n: u32,
+    pub off: u32,
+    pub slot: u32,
+    pub _pad: u32,
+}

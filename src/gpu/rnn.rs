@@ -7,7 +7,9 @@ use crate::config::{Cell, RnnConfig};
 use crate::cpu::{ForwardOutput, Gradients, check_inputs};
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{Kernel, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE};
+use crate::gpu::kernels::{
+    EmbedDims, Kernel, PrepareDims, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE,
+};
 use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
 use crate::params::{ParamLayout, RnnParams};
 use crate::tensor::Tensor;
@@ -133,20 +135,19 @@ impl GpuRnn {
                 },
             };
             let (b_ih, b_hh) = off.bias.unwrap_or((0, 0));
-            let dims = [
-                d_n as u32,
-                h as u32,
-                off.w_hh as u32,
-                b_ih as u32,
-                b_hh as u32,
-                config.bias as u32,
-                0,
-                0,
-            ];
+            let dims = PrepareDims {
+                dirs: d_n as u32,
+                hidden: h as u32,
+                w_hh_off: off.w_hh as u32,
+                b_ih_off: b_ih as u32,
+                b_hh_off: b_hh as u32,
+                has_bias: config.bias as u32,
+                _pad: [0; 2],
+            };
             let mut rec = ops::Recorder::new(&ctx, &dummy);
             prepare_ops.push(rec.op(
                 Kernel::Prepare,
-                bytemuck::cast_slice(&dims),
+                bytemuck::bytes_of(&dims),
                 &[&flat, &d.w_hh_t, d.bias.as_ref().unwrap_or(&dummy)],
                 linear_groups(d_n * h * gh),
             )?);
@@ -346,20 +347,18 @@ impl GpuRnn {
             let x = if l == 0 { &input } else { &ys[l - 1] };
             // Input projection of all steps, both directions: P = X·W_ihᵀ + (b_ih + b_hh).
             if l == 0 && self.token_input {
-                let dims = [
-                    tb as u32,
-                    dh as u32,
-                    i_l as u32,
-                    off.w_ih as u32,
-                    cfg.bias as u32,
-                    0,
-                    0,
-                    0,
-                ];
+                let dims = EmbedDims {
+                    rows: tb as u32,
+                    cols: dh as u32,
+                    vocab: i_l as u32,
+                    w_off: off.w_ih as u32,
+                    has_bias: cfg.bias as u32,
+                    _pad: [0; 3],
+                };
                 let bias = der.bias.as_ref().unwrap_or(&self.dummy);
                 fwd.push(rec.op(
                     Kernel::Embed,
-                    bytemuck::cast_slice(&dims),
+                    bytemuck::bytes_of(&dims),
                     &[&input, &self.params, bias, &proj],
                     linear_groups(tb * dh),
                 )?);
@@ -464,19 +463,16 @@ impl GpuRnn {
             // Both directions at once: ∂W_ih = δAᵀ·X (a scatter for token input),
             // ∂b_ih = ∂b_hh = 1ᵀ·δA, ∂X = δA·W_ih.
             if l == 0 && self.token_input {
-                let dims = [
-                    tb as u32,
-                    dh as u32,
-                    i_l as u32,
-                    off.w_ih as u32,
-                    0,
-                    0,
-                    0,
-                    0,
-                ];
+                let dims = EmbedDims {
+                    rows: tb as u32,
+                    cols: dh as u32,
+                    vocab: i_l as u32,
+                    w_off: off.w_ih as u32,
+                    ..Default::default()
+                };
                 bwd.push(rec.op(
                     Kernel::EmbedBwd,
-                    bytemuck::cast_slice(&dims),
+                    bytemuck::bytes_of(&dims),
                     &[&input, &grad_a, &self.grads],
                     linear_groups(dh),
                 )?);

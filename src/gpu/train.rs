@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{Kernel, OptimHyper};
+use crate::gpu::kernels::{Kernel, LossDims, OptimHyper, ReduceDims};
 use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
 use crate::gpu::rnn::GpuRnn;
 use crate::params::ParamLayout;
@@ -137,17 +137,24 @@ impl GpuTrainer {
         } else {
             Kernel::Mse
         };
-        let dims = [rows as u32, o as u32, 0, 0];
+        let dims = LossDims {
+            rows: rows as u32,
+            cols: o as u32,
+            _pad: [0; 2],
+        };
         head_ops.push(rec.op(
             loss_kernel,
-            bytemuck::cast_slice(&dims),
+            bytemuck::bytes_of(&dims),
             &[&targets, &logits, &row_loss],
             linear_groups(rows),
         )?);
-        let dims = [rows as u32, 0, 0, 0];
+        let dims = ReduceDims {
+            n: rows as u32,
+            ..Default::default()
+        };
         head_ops.push(rec.op(
             Kernel::Sum,
-            bytemuck::cast_slice(&dims),
+            bytemuck::bytes_of(&dims),
             &[&row_loss, &self.loss],
             [1, 1, 1],
         )?);
@@ -167,10 +174,15 @@ impl GpuTrainer {
         let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
         let params = [&self.rnn.params, &self.head_w, &self.head_b];
         for (i, slot) in self.slots.iter().enumerate() {
-            let dims = [slot.len as u32, 0, i as u32, 0];
+            let dims = ReduceDims {
+                n: slot.len as u32,
+                off: 0,
+                slot: i as u32,
+                _pad: 0,
+            };
             update_ops.push(rec.op(
                 Kernel::SumSq,
-                bytemuck::cast_slice(&dims),
+                bytemuck::bytes_of(&dims),
                 &[grads[i], &self.norms],
                 [1, 1, 1],
             )?);
