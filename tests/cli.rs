@@ -3,24 +3,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use wgpu_rnn::TensorFile;
 
-const ELMAN: [&str; 5] = [
-    "rnn_tanh_1l",
-    "rnn_relu_2l",
-    "rnn_tanh_2l_bidir",
-    "rnn_tanh_nobias",
-    "rnn_tanh_wide",
-];
-
-fn golden(name: &str, kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.{kind}.safetensors"))
-}
+use common::{ELMAN, golden};
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("wgpu-rnn-cli-{}-{name}", std::process::id()))

@@ -6,19 +6,7 @@ use std::path::PathBuf;
 
 use wgpu_rnn::{Device, Rnn, RnnParams, TensorFile};
 
-const ELMAN: [&str; 5] = [
-    "rnn_tanh_1l",
-    "rnn_relu_2l",
-    "rnn_tanh_2l_bidir",
-    "rnn_tanh_nobias",
-    "rnn_tanh_wide",
-];
-
-fn golden(name: &str, kind: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.{kind}.safetensors"))
-}
+use common::{ELMAN, golden};
 
 fn check_forward(device: &Device) {
     for name in ELMAN {

@@ -108,3 +108,19 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// The Elman cases among the golden files (made by PyTorch in float64).
+pub const ELMAN: [&str; 5] = [
+    "rnn_tanh_1l",
+    "rnn_relu_2l",
+    "rnn_tanh_2l_bidir",
+    "rnn_tanh_nobias",
+    "rnn_tanh_wide",
+];
+
+/// `tests/golden/{name}.{kind}.safetensors`, `kind` being `model` or `case`.
+pub fn golden(name: &str, kind: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.{kind}.safetensors"))
+}

@@ -52,40 +52,33 @@ pub enum DeviceKind {
     Cpu,
 }
 
+/// The files of the `forward` / `backward` contract.
+#[derive(Args, Clone, Debug)]
+struct ContractArgs {
+    /// Model: a PyTorch state_dict saved with safetensors.torch.save_file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Case: `input` [T, B, I] and optional `h0` [L·D, B, H] (plus the gradients for backward).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the results.
+    #[arg(long)]
+    output: PathBuf,
+    /// Device to run on.
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: DeviceKind,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// List the adapters, the chosen one, its backend, limits and features.
     Info,
     /// Run a PyTorch nn.RNN state_dict forward on a case file (see README: file contract).
-    Forward {
-        /// Model: a PyTorch state_dict saved with safetensors.torch.save_file.
-        #[arg(long)]
-        model: PathBuf,
-        /// Case: `input` [T, B, I] and optional `h0` [L·D, B, H].
-        #[arg(long)]
-        input: PathBuf,
-        /// Where to write `output` and `h_n`.
-        #[arg(long)]
-        output: PathBuf,
-        /// Device to run on.
-        #[arg(long, value_enum, default_value = "gpu")]
-        device: DeviceKind,
-    },
-    /// Gradients of a PyTorch nn.RNN state_dict on a case file (see README: file contract).
-    Backward {
-        /// Model: a PyTorch state_dict saved with safetensors.torch.save_file.
-        #[arg(long)]
-        model: PathBuf,
-        /// Case: `input`, optional `h0`, `grad_output` [T, B, D·H], optional `grad_h_n`.
-        #[arg(long)]
-        input: PathBuf,
-        /// Where to write `output`, `h_n`, `grad.input`, `grad.h0` and `grad.<parameter>`.
-        #[arg(long)]
-        output: PathBuf,
-        /// Device to run on.
-        #[arg(long, value_enum, default_value = "gpu")]
-        device: DeviceKind,
-    },
+    Forward(#[command(flatten)] ContractArgs),
+    /// Gradients of a PyTorch nn.RNN state_dict on a case file (see README: file contract):
+    /// the case also holds `grad_output` [T, B, D·H] and optional `grad_h_n`; the output also
+    /// gets `grad.input`, `grad.h0` and `grad.<parameter>`.
+    Backward(#[command(flatten)] ContractArgs),
     /// Train a character-level language model on a text file (or the built-in corpus).
     Train {
         /// Text file (UTF-8); the built-in corpus when absent.
@@ -212,27 +205,16 @@ fn info(adapter: &AdapterArgs) -> Result<()> {
     Ok(())
 }
 
+fn contract_run(c: &ContractArgs, adapter: &AdapterArgs, with_grad: bool) -> Result<()> {
+    let device = open_device(c.device, adapter)?;
+    contract::run(&c.model, &c.input, &c.output, &device, with_grad)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Info) => info(&cli.adapter),
-        Some(Command::Forward {
-            model,
-            input,
-            output,
-            device,
-        }) => {
-            let device = open_device(device, &cli.adapter)?;
-            contract::run(&model, &input, &output, &device, false)
-        }
-        Some(Command::Backward {
-            model,
-            input,
-            output,
-            device,
-        }) => {
-            let device = open_device(device, &cli.adapter)?;
-            contract::run(&model, &input, &output, &device, true)
-        }
+        Some(Command::Forward(c)) => contract_run(&c, &cli.adapter, false),
+        Some(Command::Backward(c)) => contract_run(&c, &cli.adapter, true),
         Some(Command::Train { text, tbptt, hyper }) => {
             let device = open_device(hyper.device, &cli.adapter)?;
             train::charlm(&hyper, text.as_deref(), tbptt, &device)
