@@ -4,9 +4,10 @@
 // A(m, k) = a[a_off + m * a_rs + k * a_cs], B(k, n) = b[b_off + k * b_rs + n * b_cs],
 // C(m, n) = c[c_off + m * c_rs + n].
 //
-// Each workgroup computes a 64x64 tile of C with 16x16 threads, each thread a 4x4 register
-// block (rows ly + 16 i, columns lx + 16 j, so that neighbouring threads touch neighbouring
-// columns). K is walked in slices of 16 staged in workgroup memory.
+// Each workgroup computes a 64x64 tile of C with 8x8 threads, each thread an 8x8 register
+// block: rows 4 ty + i and 32 + 4 ty + i, columns 4 tx + j and 32 + 4 tx + j (i, j < 4), so
+// that a thread's operands are two vec4 loads of A and two of B per step of k, each used 8
+// times from registers. K is walked in slices of 16 staged in workgroup memory.
 // When FLAG_ACCUMULATE is clear, C is written without being read (so NaN-filled outputs are
 // fully overwritten).
 
@@ -23,6 +24,7 @@ const FLAG_ACCUMULATE: u32 = 2u;
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
+const THREADS: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> u: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;          // A(m, k), strided
@@ -30,10 +32,10 @@ const TK: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;       // [N], read when FLAG_BIAS
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;    // C(m, n), row stride c_rs
 
-var<workgroup> a_tile: array<f32, 1024>; // [TK][TM]
-var<workgroup> b_tile: array<f32, 1024>; // [TK][TN]
+var<workgroup> a_tile: array<vec4<f32>, 256>; // [TK][TM / 4]
+var<workgroup> b_tile: array<vec4<f32>, 256>; // [TK][TN / 4]
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(8, 8, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
@@ -41,78 +43,114 @@ fn main(
 ) {
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
-    // Row i of the thread's 4x4 block in acc_i (columns lx + 16 j in the lanes); plain
+    // acc<i>a / acc<i>b: row i of the thread's block (4 ty + i, or 32 + 4 ty + i - 4 for
+    // i >= 4), columns 4 tx .. 4 tx + 3 and 32 + 4 tx .. 32 + 4 tx + 3 in the lanes. Plain
     // vectors rather than arrays so that no compiler spills them to memory.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc0a = vec4<f32>(0.0);
+    var acc0b = vec4<f32>(0.0);
+    var acc1a = vec4<f32>(0.0);
+    var acc1b = vec4<f32>(0.0);
+    var acc2a = vec4<f32>(0.0);
+    var acc2b = vec4<f32>(0.0);
+    var acc3a = vec4<f32>(0.0);
+    var acc3b = vec4<f32>(0.0);
+    var acc4a = vec4<f32>(0.0);
+    var acc4b = vec4<f32>(0.0);
+    var acc5a = vec4<f32>(0.0);
+    var acc5b = vec4<f32>(0.0);
+    var acc6a = vec4<f32>(0.0);
+    var acc6b = vec4<f32>(0.0);
+    var acc7a = vec4<f32>(0.0);
+    var acc7b = vec4<f32>(0.0);
     // Walk memory in the direction of unit stride when loading, so that neighbouring
     // threads read neighbouring addresses.
     let a_k_fast = u.a_cs == 1u;
     let b_k_fast = u.b_rs == 1u && u.b_cs != 1u;
     for (var k0 = 0u; k0 < u.k; k0 += TK) {
-        for (var e = li; e < TM * TK; e += 256u) {
-            var mm: u32;
+        // One vec4 slot (4 consecutive rows of one k) per iteration; the slot order follows
+        // A's unit stride so that neighbouring threads read neighbouring addresses.
+        for (var e = li; e < TM * TK / 4u; e += THREADS) {
+            var m4: u32;
             var kk: u32;
             if (a_k_fast) {
-                mm = e / TK;
+                m4 = e / TK;
                 kk = e % TK;
             } else {
-                mm = e % TM;
-                kk = e / TM;
+                m4 = e % (TM / 4u);
+                kk = e / (TM / 4u);
             }
-            let gm = row0 + mm;
             let gk = k0 + kk;
-            var v = 0.0;
-            if (gm < u.m && gk < u.k) {
-                v = a[u.a_off + gm * u.a_rs + gk * u.a_cs];
+            var v = vec4<f32>(0.0);
+            if (gk < u.k) {
+                for (var i = 0u; i < 4u; i++) {
+                    let gm = row0 + 4u * m4 + i;
+                    if (gm < u.m) {
+                        v[i] = a[u.a_off + gm * u.a_rs + gk * u.a_cs];
+                    }
+                }
             }
-            a_tile[kk * TM + mm] = v;
+            a_tile[kk * (TM / 4u) + m4] = v;
         }
-        for (var e = li; e < TN * TK; e += 256u) {
-            var nn: u32;
+        for (var e = li; e < TN * TK / 4u; e += THREADS) {
+            var n4: u32;
             var kk: u32;
             if (b_k_fast) {
-                nn = e / TK;
+                n4 = e / TK;
                 kk = e % TK;
             } else {
-                nn = e % TN;
-                kk = e / TN;
+                n4 = e % (TN / 4u);
+                kk = e / (TN / 4u);
             }
-            let gn = col0 + nn;
             let gk = k0 + kk;
-            var v = 0.0;
-            if (gn < u.n && gk < u.k) {
-                v = b[u.b_off + gk * u.b_rs + gn * u.b_cs];
+            var v = vec4<f32>(0.0);
+            if (gk < u.k) {
+                for (var j = 0u; j < 4u; j++) {
+                    let gn = col0 + 4u * n4 + j;
+                    if (gn < u.n) {
+                        v[j] = b[u.b_off + gk * u.b_rs + gn * u.b_cs];
+                    }
+                }
             }
-            b_tile[kk * TN + nn] = v;
+            b_tile[kk * (TN / 4u) + n4] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let ab = kk * TM + lid.y;
-            let bb = kk * TN + lid.x;
-            let bv = vec4<f32>(b_tile[bb], b_tile[bb + 16u], b_tile[bb + 32u], b_tile[bb + 48u]);
-            acc0 = fma(vec4<f32>(a_tile[ab]), bv, acc0);
-            acc1 = fma(vec4<f32>(a_tile[ab + 16u]), bv, acc1);
-            acc2 = fma(vec4<f32>(a_tile[ab + 32u]), bv, acc2);
-            acc3 = fma(vec4<f32>(a_tile[ab + 48u]), bv, acc3);
+            let a_lo = a_tile[kk * 16u + lid.y];
+            let a_hi = a_tile[kk * 16u + 8u + lid.y];
+            let b_lo = b_tile[kk * 16u + lid.x];
+            let b_hi = b_tile[kk * 16u + 8u + lid.x];
+            acc0a = fma(vec4<f32>(a_lo.x), b_lo, acc0a);
+            acc0b = fma(vec4<f32>(a_lo.x), b_hi, acc0b);
+            acc1a = fma(vec4<f32>(a_lo.y), b_lo, acc1a);
+            acc1b = fma(vec4<f32>(a_lo.y), b_hi, acc1b);
+            acc2a = fma(vec4<f32>(a_lo.z), b_lo, acc2a);
+            acc2b = fma(vec4<f32>(a_lo.z), b_hi, acc2b);
+            acc3a = fma(vec4<f32>(a_lo.w), b_lo, acc3a);
+            acc3b = fma(vec4<f32>(a_lo.w), b_hi, acc3b);
+            acc4a = fma(vec4<f32>(a_hi.x), b_lo, acc4a);
+            acc4b = fma(vec4<f32>(a_hi.x), b_hi, acc4b);
+            acc5a = fma(vec4<f32>(a_hi.y), b_lo, acc5a);
+            acc5b = fma(vec4<f32>(a_hi.y), b_hi, acc5b);
+            acc6a = fma(vec4<f32>(a_hi.z), b_lo, acc6a);
+            acc6b = fma(vec4<f32>(a_hi.z), b_hi, acc6b);
+            acc7a = fma(vec4<f32>(a_hi.w), b_lo, acc7a);
+            acc7b = fma(vec4<f32>(a_hi.w), b_hi, acc7b);
         }
         workgroupBarrier();
     }
-    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var i = 0u; i < 4u; i++) {
-        let gm = row0 + lid.y + 16u * i;
+    let block = array<vec4<f32>, 16>(acc0a, acc0b, acc1a, acc1b, acc2a, acc2b, acc3a, acc3b, acc4a, acc4b, acc5a, acc5b, acc6a, acc6b, acc7a, acc7b);
+    for (var i = 0u; i < 8u; i++) {
+        let gm = row0 + 4u * lid.y + (i % 4u) + 32u * (i / 4u);
         if (gm >= u.m) {
             continue;
         }
-        for (var j = 0u; j < 4u; j++) {
-            let gn = col0 + lid.x + 16u * j;
+        for (var j = 0u; j < 8u; j++) {
+            let gn = col0 + 4u * lid.x + (j % 4u) + 32u * (j / 4u);
             if (gn >= u.n) {
                 continue;
             }
             let idx = u.c_off + gm * u.c_rs + gn;
-            var v = u.alpha * rows[i][j];
+            var v = u.alpha * block[2u * i + j / 4u][j % 4u];
             if ((u.flags & FLAG_BIAS) != 0u) {
                 v += bias[gn];
             }

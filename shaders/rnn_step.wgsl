@@ -4,9 +4,13 @@
 // at the first step and the layer's own output at the previous time otherwise (t - 1 for the
 // forward direction, t + 1 for the reverse one). At the last step h_t is also written to h_n.
 //
-// Workgroup (x: 64 hidden units, y: ROWS batch rows, z: direction). The batch rows' slice of
-// h_prev is staged in workgroup memory, and each thread reads its column of W_hh^T once per
-// slice for all ROWS rows (W_hh is stored transposed so those reads are coalesced).
+// Each thread computes a 4 x 8 block: 4 consecutive hidden units (j in the lanes of a vec4)
+// for 8 batch rows; a workgroup of 64 threads covers 256 units x 8 rows of one direction. The
+// rows' slice of h_prev is staged in workgroup memory 64 columns at a time. Every value a
+// thread reads is used 4 or 8 times from registers: loads, not arithmetic, are what a
+// software adapter (lavapipe runs each lane's load as a scalar) and a real GPU pay for.
+// W_hh is read transposed so that the 4 units of a thread, and neighbouring threads, read
+// neighbouring addresses; the reads past H in the last block only feed discarded lanes.
 
 struct Dims {
     batch: u32,       // B
@@ -25,8 +29,9 @@ struct Step {
     last: u32,        // 1 at step T - 1: write h_n
 }
 
-const WG: u32 = 64u;
-const ROWS: u32 = 4u; // the lanes of a vec4
+const WG: u32 = 64u;     // threads per workgroup, and columns of h_prev staged at a time
+const UNITS: u32 = 4u;   // hidden units per thread (the lanes of a vec4)
+const ROWS: u32 = 8u;    // batch rows per thread (and per workgroup)
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: Step;                     // one per step, dynamic offset
@@ -36,7 +41,7 @@ const ROWS: u32 = 4u; // the lanes of a vec4
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [T, B, D*H]
 @group(0) @binding(6) var<storage, read_write> h_n: array<f32>;    // [L*D, B, H]
 
-var<workgroup> h_tile: array<vec4<f32>, 64>; // [WG] x ROWS batch rows in the lanes
+var<workgroup> h_tile: array<vec4<f32>, 128>; // [WG][2]: rows 0-3, rows 4-7 in the lanes
 
 fn act(v: f32) -> f32 {
     if (dims.act == 1u) {
@@ -55,7 +60,7 @@ fn main(
     let hid = dims.hidden;
     let batch = dims.batch;
     let dh = dims.dirs * hid;
-    let j = wid.x * WG + lid.x;
+    let j = (wid.x * WG + lid.x) * UNITS;
     let b0 = wid.y * ROWS;
     let d = wid.z;
     var t = step.t_fwd;
@@ -64,43 +69,77 @@ fn main(
         t = step.t_rev;
         tp = step.t_rev + 1u;
     }
-    var acc = vec4<f32>(0.0);
+    // acc_r: batch row b0 + r, units j..j+3 in the lanes.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    let w_base = d * hid * hid + j;
     for (var k0 = 0u; k0 < hid; k0 += WG) {
         let kk = k0 + lid.x;
-        var v = vec4<f32>(0.0);
-        for (var r = 0u; r < ROWS; r++) {
-            let bb = b0 + r;
-            if (bb < batch && kk < hid) {
-                if (step.first != 0u) {
-                    v[r] = h0[((dims.state0 + d) * batch + bb) * hid + kk];
+        var lo = vec4<f32>(0.0);
+        var hi = vec4<f32>(0.0);
+        if (kk < hid) {
+            for (var r = 0u; r < ROWS; r++) {
+                let bb = b0 + r;
+                var v = 0.0;
+                if (bb < batch) {
+                    if (step.first != 0u) {
+                        v = h0[((dims.state0 + d) * batch + bb) * hid + kk];
+                    } else {
+                        v = y[(tp * batch + bb) * dh + d * hid + kk];
+                    }
+                }
+                if (r < 4u) {
+                    lo[r] = v;
                 } else {
-                    v[r] = y[(tp * batch + bb) * dh + d * hid + kk];
+                    hi[r - 4u] = v;
                 }
             }
         }
-        h_tile[lid.x] = v;
+        h_tile[2u * lid.x] = lo;
+        h_tile[2u * lid.x + 1u] = hi;
         workgroupBarrier();
         if (j < hid) {
             let n = min(WG, hid - k0);
             for (var q = 0u; q < n; q++) {
-                acc = fma(h_tile[q], vec4<f32>(w_hh_t[(d * hid + k0 + q) * hid + j]), acc);
+                let w_at = w_base + (k0 + q) * hid;
+                let w = vec4<f32>(w_hh_t[w_at], w_hh_t[w_at + 1u], w_hh_t[w_at + 2u], w_hh_t[w_at + 3u]);
+                let h_lo = h_tile[2u * q];
+                let h_hi = h_tile[2u * q + 1u];
+                acc0 = fma(vec4<f32>(h_lo.x), w, acc0);
+                acc1 = fma(vec4<f32>(h_lo.y), w, acc1);
+                acc2 = fma(vec4<f32>(h_lo.z), w, acc2);
+                acc3 = fma(vec4<f32>(h_lo.w), w, acc3);
+                acc4 = fma(vec4<f32>(h_hi.x), w, acc4);
+                acc5 = fma(vec4<f32>(h_hi.y), w, acc5);
+                acc6 = fma(vec4<f32>(h_hi.z), w, acc6);
+                acc7 = fma(vec4<f32>(h_hi.w), w, acc7);
             }
         }
         workgroupBarrier();
     }
-    if (j >= hid) {
-        return;
-    }
+    let rows = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
     for (var r = 0u; r < ROWS; r++) {
         let bb = b0 + r;
         if (bb >= batch) {
             break;
         }
-        let o = (t * batch + bb) * dh + d * hid + j;
-        let v = act(acc[r] + proj[o]);
-        y[o] = v;
-        if (step.last != 0u) {
-            h_n[((dims.state0 + d) * batch + bb) * hid + j] = v;
+        for (var u = 0u; u < UNITS; u++) {
+            let jj = j + u;
+            if (jj >= hid) {
+                break;
+            }
+            let o = (t * batch + bb) * dh + d * hid + jj;
+            let v = act(rows[r][u] + proj[o]);
+            y[o] = v;
+            if (step.last != 0u) {
+                h_n[((dims.state0 + d) * batch + bb) * hid + jj] = v;
+            }
         }
     }
 }

@@ -5,6 +5,9 @@
 // backward step (then W_hh is not applied: dh_T = grad_h_n directly). act' is taken from the
 // activation's output, as PyTorch does: tanh' = 1 - y^2, relu' = (y > 0).
 //
+// The blocking is the forward step kernel's (rnn_step.wgsl): 4 units x 8 rows per thread, the
+// rows' slice of da_next staged in workgroup memory 64 columns at a time.
+//
 // It reads the step uniforms of the forward pass: the backward step s uses the forward entry
 // T-1-s, whose `last` flag marks the first backward step.
 
@@ -26,7 +29,8 @@ struct Step {
 }
 
 const WG: u32 = 64u;
-const ROWS: u32 = 4u; // the lanes of a vec4
+const UNITS: u32 = 4u;
+const ROWS: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: Step;                     // dynamic offset
@@ -36,7 +40,7 @@ const ROWS: u32 = 4u; // the lanes of a vec4
 @group(0) @binding(5) var<storage, read> y: array<f32>;            // [T, B, D*H]
 @group(0) @binding(6) var<storage, read_write> grad_a: array<f32>; // [T, B, D*H]
 
-var<workgroup> g_tile: array<vec4<f32>, 64>; // [WG] x ROWS batch rows in the lanes
+var<workgroup> g_tile: array<vec4<f32>, 128>; // [WG][2]: rows 0-3, rows 4-7 in the lanes
 
 fn act_grad(v: f32) -> f32 {
     if (dims.act == 1u) {
@@ -53,7 +57,7 @@ fn main(
     let hid = dims.hidden;
     let batch = dims.batch;
     let dh = dims.dirs * hid;
-    let j = wid.x * WG + lid.x;
+    let j = (wid.x * WG + lid.x) * UNITS;
     let b0 = wid.y * ROWS;
     let d = wid.z;
     var t = step.t_fwd;
@@ -62,47 +66,76 @@ fn main(
         t = step.t_rev;
         tn = step.t_rev - 1u;
     }
+    // acc_r: the carried gradient of batch row b0 + r, units j..j+3 in the lanes.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
     let first = step.last != 0u;
-    var carry = vec4<f32>(0.0);
-    if (first) {
-        if (j < hid) {
-            for (var r = 0u; r < ROWS; r++) {
-                let bb = b0 + r;
-                if (bb < batch) {
-                    carry[r] = grad_h_n[((dims.state0 + d) * batch + bb) * hid + j];
-                }
-            }
-        }
-    } else {
+    if (!first) {
+        let w_base = dims.w_off + d * hid * hid + j;
         for (var k0 = 0u; k0 < hid; k0 += WG) {
             let kk = k0 + lid.x;
-            var v = vec4<f32>(0.0);
-            for (var r = 0u; r < ROWS; r++) {
-                let bb = b0 + r;
-                if (bb < batch && kk < hid) {
-                    v[r] = grad_a[(tn * batch + bb) * dh + d * hid + kk];
+            var lo = vec4<f32>(0.0);
+            var hi = vec4<f32>(0.0);
+            if (kk < hid) {
+                for (var r = 0u; r < ROWS; r++) {
+                    let bb = b0 + r;
+                    var v = 0.0;
+                    if (bb < batch) {
+                        v = grad_a[(tn * batch + bb) * dh + d * hid + kk];
+                    }
+                    if (r < 4u) {
+                        lo[r] = v;
+                    } else {
+                        hi[r - 4u] = v;
+                    }
                 }
             }
-            g_tile[lid.x] = v;
+            g_tile[2u * lid.x] = lo;
+            g_tile[2u * lid.x + 1u] = hi;
             workgroupBarrier();
             if (j < hid) {
                 let n = min(WG, hid - k0);
                 for (var q = 0u; q < n; q++) {
-                    carry = fma(g_tile[q], vec4<f32>(params[dims.w_off + (d * hid + k0 + q) * hid + j]), carry);
+                    let w_at = w_base + (k0 + q) * hid;
+                    let w = vec4<f32>(params[w_at], params[w_at + 1u], params[w_at + 2u], params[w_at + 3u]);
+                    let g_lo = g_tile[2u * q];
+                    let g_hi = g_tile[2u * q + 1u];
+                    acc0 = fma(vec4<f32>(g_lo.x), w, acc0);
+                    acc1 = fma(vec4<f32>(g_lo.y), w, acc1);
+                    acc2 = fma(vec4<f32>(g_lo.z), w, acc2);
+                    acc3 = fma(vec4<f32>(g_lo.w), w, acc3);
+                    acc4 = fma(vec4<f32>(g_hi.x), w, acc4);
+                    acc5 = fma(vec4<f32>(g_hi.y), w, acc5);
+                    acc6 = fma(vec4<f32>(g_hi.z), w, acc6);
+                    acc7 = fma(vec4<f32>(g_hi.w), w, acc7);
                 }
             }
             workgroupBarrier();
         }
     }
-    if (j >= hid) {
-        return;
-    }
+    let rows = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
     for (var r = 0u; r < ROWS; r++) {
         let bb = b0 + r;
         if (bb >= batch) {
             break;
         }
-        let o = (t * batch + bb) * dh + d * hid + j;
-        grad_a[o] = (grad_y[o] + carry[r]) * act_grad(y[o]);
+        for (var u = 0u; u < UNITS; u++) {
+            let jj = j + u;
+            if (jj >= hid) {
+                break;
+            }
+            var carry = rows[r][u];
+            if (first) {
+                carry = grad_h_n[((dims.state0 + d) * batch + bb) * hid + jj];
+            }
+            let o = (t * batch + bb) * dh + d * hid + jj;
+            grad_a[o] = (grad_y[o] + carry) * act_grad(y[o]);
+        }
     }
 }

@@ -20,19 +20,21 @@ pub const EMBED_BWD: &str = include_str!("../../shaders/embed_bwd.wgsl");
 pub const LOSS: &str = include_str!("../../shaders/loss.wgsl");
 /// `shaders/reduce.wgsl`: deterministic one-workgroup sums.
 pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/colsum.wgsl`: column sums (bias gradients), in a fixed order.
+pub const COLSUM: &str = include_str!("../../shaders/colsum.wgsl");
 /// `shaders/optim.wgsl`: SGD (momentum), Adam, Adagrad with global-norm clipping.
 pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 
 /// Most storage buffers any kernel binds (the step kernel: 5).
 pub(crate) const MAX_STORAGE_BINDINGS: u32 = 5;
-/// Most invocations of any kernel's workgroup (the GEMM: 16 × 16).
+/// Most invocations of any kernel's workgroup (the one-workgroup reductions: 256).
 pub(crate) const MAX_INVOCATIONS: u32 = 256;
 /// Output tile of the GEMM kernel (rows and columns per workgroup).
 pub(crate) const GEMM_TILE: u32 = 64;
-/// Hidden units per workgroup of the step kernel.
-pub(crate) const STEP_UNITS: u32 = 64;
-/// Batch rows per workgroup of the step kernel.
-pub(crate) const STEP_ROWS: u32 = 4;
+/// Hidden units per workgroup of the step kernels (64 threads × 4 units).
+pub(crate) const STEP_UNITS: u32 = 256;
+/// Batch rows per workgroup of the step kernels (8 per thread).
+pub(crate) const STEP_ROWS: u32 = 8;
 /// Alignment of per-step uniforms (WebGPU's maximum `min_uniform_buffer_offset_alignment`).
 pub(crate) const UNIFORM_STRIDE: u64 = 256;
 
@@ -61,6 +63,8 @@ pub enum Kernel {
     SumSq,
     /// `shaders/optim.wgsl`.
     Optim,
+    /// `shaders/colsum.wgsl`.
+    ColSum,
 }
 
 #[derive(Clone, Copy)]
@@ -73,7 +77,7 @@ enum Binding {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::Gemm,
         Kernel::RnnStep,
         Kernel::RnnStepBwd,
@@ -85,6 +89,7 @@ impl Kernel {
         Kernel::Sum,
         Kernel::SumSq,
         Kernel::Optim,
+        Kernel::ColSum,
     ];
 
     /// The entry point in [`Kernel::source`].
@@ -110,6 +115,7 @@ impl Kernel {
             Kernel::SoftmaxXent | Kernel::Mse => LOSS,
             Kernel::Sum | Kernel::SumSq => REDUCE,
             Kernel::Optim => OPTIM,
+            Kernel::ColSum => COLSUM,
         }
     }
 
@@ -133,6 +139,7 @@ impl Kernel {
             Kernel::SoftmaxXent | Kernel::Mse => &[Uniform, Read, ReadWrite, ReadWrite],
             Kernel::Sum | Kernel::SumSq => &[Uniform, Read, ReadWrite],
             Kernel::Optim => &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+            Kernel::ColSum => &[Uniform, Read, ReadWrite],
         }
     }
 }
@@ -322,4 +329,19 @@ pub(crate) struct ReduceDims {
     pub off: u32,
     pub slot: u32,
     pub _pad: u32,
+}
+
+/// Uniform `Dims` of `shaders/colsum.wgsl`:
+/// `out[out0 + n] = out[out1 + n] = Σ_r a[a_off + r·a_rs + n]` for `n < cols`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct ColSumDims {
+    pub rows: u32,
+    pub cols: u32,
+    pub a_off: u32,
+    pub a_rs: u32,
+    pub out0: u32,
+    pub out1: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }

@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{GemmParams, Kernel};
+use crate::gpu::kernels::{ColSumDims, GemmParams, Kernel};
 
 pub(crate) struct Op {
     pipeline: Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
@@ -392,6 +392,45 @@ impl<'a> Recorder<'a> {
         let (op, u) = gemm_op(self.ctx, &spec, a, b, bias, c, self.dummy)?;
         self.keep.push(u);
         Ok(op)
+    }
+
+    /// Column sums `out[out0 + n] = out[out1 + n] = Σ_r a[a_off + r·a_rs + n]` for
+    /// `n < cols`, `r < rows`, in a fixed order (see `shaders/colsum.wgsl`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn colsum(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        (a, a_off, a_rs): (&wgpu::Buffer, usize, usize),
+        out: &wgpu::Buffer,
+        out0: usize,
+        out1: usize,
+    ) -> Result<Op> {
+        let u = |name: &str, v: usize| {
+            u32::try_from(v).map_err(|_| Error::Limit {
+                what: format!("column sum {name}"),
+                limit: "u32 index range of the colsum kernel",
+                needed: v as u64,
+                max: u32::MAX as u64,
+            })
+        };
+        u("a_off + rows·a_rs", a_off + rows * a_rs + cols)?;
+        u("out", out0.max(out1) + cols)?;
+        let dims = ColSumDims {
+            rows: rows as u32,
+            cols: cols as u32,
+            a_off: a_off as u32,
+            a_rs: a_rs as u32,
+            out0: out0 as u32,
+            out1: out1 as u32,
+            ..Default::default()
+        };
+        self.op(
+            Kernel::ColSum,
+            bytemuck::bytes_of(&dims),
+            &[a, out],
+            linear_groups(cols),
+        )
     }
 
     /// An op of `kernel` whose binding 0 is a uniform holding `params` and whose next

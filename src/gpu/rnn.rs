@@ -298,7 +298,6 @@ impl GpuRnn {
         let grad_hn = ops::storage(ctx, "grad_h_n", states, rw)?;
         let grad_h0 = ops::storage(ctx, "grad.h0", states, rw)?;
         let grad_a = ops::storage(ctx, "gate gradients", tb * dh, rw)?;
-        let ones = ops::upload(ctx, "ones", &vec![1.0; tb])?;
         let grad_x = (0..cfg.num_layers)
             .map(|l| {
                 let n = if l == 0 && self.token_input {
@@ -491,17 +490,11 @@ impl GpuRnn {
                 bwd.push(rec.gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
             }
             if let Some((bi, bh)) = off.bias {
-                for c_off in [bi, bh] {
-                    let spec = GemmSpec {
-                        c_off,
-                        ..GemmSpec::row_major(1, dh, tb)
-                    };
-                    bwd.push(rec.gemm(spec, &ones, &grad_a, None, &self.grads)?);
-                }
+                bwd.push(rec.colsum(tb, dh, (&grad_a, 0, dh), &self.grads, bi, bh)?);
             }
         }
         let mut keep = rec.finish();
-        keep.extend([step_uniform.clone(), proj, grad_a, ones]);
+        keep.extend([step_uniform.clone(), proj, grad_a]);
         Ok(Workspace {
             t: t_len,
             b,

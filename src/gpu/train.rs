@@ -124,7 +124,6 @@ impl GpuTrainer {
         let targets = ops::storage(ctx, "targets", if tokens { rows } else { rows * o }, rw)?;
         let logits = ops::storage(ctx, "logits", rows * o, rw)?;
         let row_loss = ops::storage(ctx, "row losses", rows, rw)?;
-        let ones = ops::upload(ctx, "ones", &vec![1.0; rows])?;
         let dummy = ops::upload(ctx, "dummy", &[0.0])?;
         let y = rws.ys.last().expect("num_layers >= 1");
         let mut rec = ops::Recorder::new(ctx, &dummy);
@@ -165,8 +164,7 @@ impl GpuTrainer {
             ..GemmSpec::row_major(o, dh, rows)
         };
         head_ops.push(rec.gemm(spec, &logits, y, None, &self.g_head_w)?);
-        let spec = GemmSpec::row_major(1, o, rows);
-        head_ops.push(rec.gemm(spec, &ones, &logits, None, &self.g_head_b)?);
+        head_ops.push(rec.colsum(rows, o, (&logits, 0, o), &self.g_head_b, 0, 0)?);
         let spec = GemmSpec::row_major(rows, dh, o);
         head_ops.push(rec.gemm(spec, &logits, &self.head_w, None, &rws.grad_out)?);
 
@@ -203,7 +201,7 @@ impl GpuTrainer {
             )?);
         }
         let mut keep = rec.finish();
-        keep.extend([logits, row_loss, ones, dummy]);
+        keep.extend([logits, row_loss, dummy]);
         Ok(StepWorkspace {
             t,
             b,
