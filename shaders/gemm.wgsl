@@ -138,26 +138,40 @@ fn main(
         }
         workgroupBarrier();
     }
-    let block = array<vec4<f32>, 16>(acc0a, acc0b, acc1a, acc1b, acc2a, acc2b, acc3a, acc3b, acc4a, acc4b, acc5a, acc5b, acc6a, acc6b, acc7a, acc7b);
-    for (var i = 0u; i < 8u; i++) {
-        let gm = row0 + 4u * lid.y + (i % 4u) + 32u * (i / 4u);
-        if (gm >= u.m) {
-            continue;
-        }
-        for (var j = 0u; j < 8u; j++) {
-            let gn = col0 + 4u * lid.x + (j % 4u) + 32u * (j / 4u);
-            if (gn >= u.n) {
-                continue;
-            }
-            let idx = u.c_off + gm * u.c_rs + gn;
-            var v = u.alpha * block[2u * i + j / 4u][j % 4u];
-            if ((u.flags & FLAG_BIAS) != 0u) {
-                v += bias[gn];
-            }
-            if ((u.flags & FLAG_ACCUMULATE) != 0u) {
-                v += c[idx];
-            }
-            c[idx] = v;
-        }
+    store_row(row0 + 4u * lid.y + 0u, col0 + 4u * lid.x, acc0a, acc0b);
+    store_row(row0 + 4u * lid.y + 1u, col0 + 4u * lid.x, acc1a, acc1b);
+    store_row(row0 + 4u * lid.y + 2u, col0 + 4u * lid.x, acc2a, acc2b);
+    store_row(row0 + 4u * lid.y + 3u, col0 + 4u * lid.x, acc3a, acc3b);
+    store_row(row0 + 32u + 4u * lid.y + 0u, col0 + 4u * lid.x, acc4a, acc4b);
+    store_row(row0 + 32u + 4u * lid.y + 1u, col0 + 4u * lid.x, acc5a, acc5b);
+    store_row(row0 + 32u + 4u * lid.y + 2u, col0 + 4u * lid.x, acc6a, acc6b);
+    store_row(row0 + 32u + 4u * lid.y + 3u, col0 + 4u * lid.x, acc7a, acc7b);
+}
+
+// Writes row gm of the thread's block: columns gn0 .. gn0 + 3 from lo, gn0 + 32 .. gn0 + 35
+// from hi. Called once per row with named accumulators (no indexing of a local array, which
+// some compilers, lavapipe's among them, turn into per-lane memory traffic).
+fn store_row(gm: u32, gn0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (gm >= u.m) {
+        return;
     }
+    let base = u.c_off + gm * u.c_rs;
+    for (var j = 0u; j < 4u; j++) {
+        store_one(base, gn0 + j, lo[j]);
+        store_one(base, gn0 + 32u + j, hi[j]);
+    }
+}
+
+fn store_one(base: u32, gn: u32, acc: f32) {
+    if (gn >= u.n) {
+        return;
+    }
+    var v = u.alpha * acc;
+    if ((u.flags & FLAG_BIAS) != 0u) {
+        v += bias[gn];
+    }
+    if ((u.flags & FLAG_ACCUMULATE) != 0u) {
+        v += c[base + gn];
+    }
+    c[base + gn] = v;
 }

@@ -123,23 +123,35 @@ fn main(
         }
         workgroupBarrier();
     }
-    let rows = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-    for (var r = 0u; r < ROWS; r++) {
-        let bb = b0 + r;
-        if (bb >= batch) {
-            break;
+    finish(t, d, b0 + 0u, j, acc0);
+    finish(t, d, b0 + 1u, j, acc1);
+    finish(t, d, b0 + 2u, j, acc2);
+    finish(t, d, b0 + 3u, j, acc3);
+    finish(t, d, b0 + 4u, j, acc4);
+    finish(t, d, b0 + 5u, j, acc5);
+    finish(t, d, b0 + 6u, j, acc6);
+    finish(t, d, b0 + 7u, j, acc7);
+}
+
+// h_t for row bb, units j .. j + 3, from the recurrent sums in acc. One call per named
+// accumulator: no indexing of a local array, which some compilers (lavapipe's) turn into
+// per-lane memory traffic.
+fn finish(t: u32, d: u32, bb: u32, j: u32, acc: vec4<f32>) {
+    let hid = dims.hidden;
+    let batch = dims.batch;
+    if (bb >= batch) {
+        return;
+    }
+    for (var u = 0u; u < 4u; u++) {
+        let jj = j + u;
+        if (jj >= hid) {
+            return;
         }
-        for (var u = 0u; u < UNITS; u++) {
-            let jj = j + u;
-            if (jj >= hid) {
-                break;
-            }
-            let o = (t * batch + bb) * dh + d * hid + jj;
-            let v = act(rows[r][u] + proj[o]);
-            y[o] = v;
-            if (step.last != 0u) {
-                h_n[((dims.state0 + d) * batch + bb) * hid + jj] = v;
-            }
+        let o = (t * batch + bb) * dims.dirs * hid + d * hid + jj;
+        let v = act(acc[u] + proj[o]);
+        y[o] = v;
+        if (step.last != 0u) {
+            h_n[((dims.state0 + d) * batch + bb) * hid + jj] = v;
         }
     }
 }
