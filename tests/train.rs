@@ -282,3 +282,37 @@ fn a_small_model_learns_a_repeating_sequence() {
         );
     }
 }
+
+#[test]
+fn the_profile_times_every_dispatch_of_a_step() {
+    use wgpu_rnn::gpu::{GpuTrainer, kernels::Kernel};
+    let (model, batch, _) = models().remove(0);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(1e-2),
+        clip_norm: Some(1.0),
+    };
+    let trainer = GpuTrainer::new(common::gpu(), &TrainState::new(model), cfg).unwrap();
+    let kernels = trainer.profile(&batch, 2).unwrap();
+    let count = |k: Kernel| -> usize {
+        kernels
+            .iter()
+            .filter(|e| e.kernel == k)
+            .map(|e| e.dispatches)
+            .sum()
+    };
+    // T = 9 steps forward and backward, per layer (2 layers, both directions in each dispatch).
+    assert_eq!(count(Kernel::RnnStep), 2 * 9);
+    assert_eq!(count(Kernel::RnnStepBwd), 2 * 9);
+    assert_eq!(count(Kernel::SoftmaxXent), 1);
+    assert_eq!(count(Kernel::Embed), 1);
+    assert!(count(Kernel::Gemm) > 0 && count(Kernel::Optim) > 0);
+    assert!(kernels.iter().all(|k| k.ms.is_finite() && k.ms >= 0.0));
+    // Entries are distinct (kernel, workgroups) pairs.
+    for (i, a) in kernels.iter().enumerate() {
+        assert!(
+            kernels[i + 1..]
+                .iter()
+                .all(|b| (b.kernel, b.groups) != (a.kernel, a.groups))
+        );
+    }
+}

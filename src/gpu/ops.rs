@@ -10,6 +10,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{ColSumDims, GemmParams, Kernel};
 
 pub(crate) struct Op {
+    kernel: Kernel,
     pipeline: Arc<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
     bind_group: wgpu::BindGroup,
     offsets: Vec<u32>,
@@ -40,6 +41,7 @@ impl Op {
             entries: &entries,
         });
         Ok(Op {
+            kernel,
             pipeline,
             bind_group,
             offsets: Vec::new(),
@@ -50,6 +52,7 @@ impl Op {
     /// The same op dispatched with other dynamic offsets and counts (shares the bind group).
     pub(crate) fn with_offsets(&self, offsets: Vec<u32>, groups: [u32; 3]) -> Op {
         Op {
+            kernel: self.kernel,
             pipeline: self.pipeline.clone(),
             bind_group: self.bind_group.clone(),
             offsets,
@@ -70,6 +73,74 @@ pub(crate) fn encode(encoder: &mut wgpu::CommandEncoder, ops: &[Op]) {
         let [x, y, z] = op.groups;
         pass.dispatch_workgroups(x, y, z);
     }
+}
+
+/// The time one kind of dispatch takes per pass, from [`crate::gpu::GpuTrainer::profile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTime {
+    /// The kernel (see [`Kernel`]).
+    pub kernel: Kernel,
+    /// Its workgroup counts (x, y, z): dispatches of one kernel at different sizes are
+    /// separate entries.
+    pub groups: [u32; 3],
+    /// How many such dispatches one pass records.
+    pub dispatches: usize,
+    /// Their total time per pass, in milliseconds (each dispatch timed in isolation).
+    pub ms: f64,
+}
+
+/// Times every op of `passes` in isolation: each op is dispatched `repeats` times in one
+/// compute pass and one submit, and waited for; its time is the wall time ÷ `repeats`.
+/// Ops of the same kernel and workgroup counts are summed into one entry, in first-seen
+/// order. The ops read and write their real buffers, so the state they touch is garbage
+/// afterwards.
+pub(crate) fn profile(
+    ctx: &GpuContext,
+    passes: &[&[Op]],
+    repeats: usize,
+) -> Result<Vec<KernelTime>> {
+    let repeats = repeats.max(1);
+    let mut out: Vec<KernelTime> = Vec::new();
+    for op in passes.iter().flat_map(|p| p.iter()) {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profile"),
+            });
+        let copies: Vec<Op> = (0..repeats)
+            .map(|_| op.with_offsets(op.offsets.clone(), op.groups))
+            .collect();
+        encode(&mut encoder, &copies);
+        let start = std::time::Instant::now();
+        let index = ctx.queue.submit([encoder.finish()]);
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                context: format!("profiling {:?}", op.kernel),
+                message: e.to_string(),
+            })?;
+        let ms = start.elapsed().as_secs_f64() * 1e3 / repeats as f64;
+        ctx.take_error(&format!("profiling {:?}", op.kernel))?;
+        match out
+            .iter_mut()
+            .find(|k| k.kernel == op.kernel && k.groups == op.groups)
+        {
+            Some(k) => {
+                k.dispatches += 1;
+                k.ms += ms;
+            }
+            None => out.push(KernelTime {
+                kernel: op.kernel,
+                groups: op.groups,
+                dispatches: 1,
+                ms,
+            }),
+        }
+    }
+    Ok(out)
 }
 
 /// A storage buffer of `len` f32 elements (at least one, as wgpu requires).

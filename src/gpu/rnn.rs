@@ -524,6 +524,13 @@ impl GpuRnn {
         ops::encode(encoder, &ws.forward_ops);
     }
 
+    /// The recorded passes in the order a training step runs them: forward, backward,
+    /// prepare (for profiling).
+    pub(crate) fn passes(&self) -> [&[Op]; 3] {
+        let ws = self.workspace.as_ref().expect("ensure_workspace first");
+        [&ws.forward_ops, &ws.backward_ops, &self.prepare_ops]
+    }
+
     /// Records the backward pass; `grad_out` (and `grad_hn`) must hold the incoming gradients.
     pub(crate) fn record_backward(&self, encoder: &mut wgpu::CommandEncoder) {
         let ws = self.workspace.as_ref().expect("ensure_workspace first");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{Kernel, LossDims, OptimHyper, ReduceDims};
-use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
+use crate::gpu::ops::{self, GemmSpec, KernelTime, Op, bind, linear_groups};
 use crate::gpu::rnn::GpuRnn;
 use crate::params::ParamLayout;
 use crate::train::{Batch, SeqModel, Task, TrainConfig, TrainState};
@@ -274,6 +274,45 @@ impl GpuTrainer {
         self.ctx.queue.submit([encoder.finish()]);
         self.carried = Some((t, b));
         Ok(())
+    }
+
+    /// Times each kernel of a training step on `batch`, each dispatch in isolation and
+    /// repeated `repeats` times (see [`KernelTime`]); entries are in the order the step runs
+    /// them, and their sum is the step's kernel time without the overlap, copies and submit
+    /// of a real step.
+    ///
+    /// The trainer is consumed: replaying dispatches out of order leaves its parameters and
+    /// moments meaningless.
+    ///
+    /// # Errors
+    /// As [`GpuTrainer::step`]; [`crate::Error::Gpu`] when the device fails.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use wgpu_rnn::gpu::{AdapterOptions, GpuContext, GpuTrainer};
+    /// use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState};
+    /// use wgpu_rnn::{Cell, RnnConfig};
+    /// let ctx = GpuContext::new(&AdapterOptions::default())?;
+    /// let model = SeqModel::new(RnnConfig::new(Cell::RnnTanh, 8, 16), Task::Tokens { vocab: 8 }, 0)?;
+    /// let cfg = TrainConfig { optimizer: Optimizer::adam(1e-3), clip_norm: Some(5.0) };
+    /// let trainer = GpuTrainer::new(ctx, &TrainState::new(model), cfg)?;
+    /// let (t, b) = (4, 2);
+    /// let batch = Batch::Tokens { t, b, inputs: vec![1; t * b], targets: vec![2; t * b] };
+    /// for k in trainer.profile(&batch, 3)? {
+    ///     println!("{:?} {:?} x{}: {:.3} ms", k.kernel, k.groups, k.dispatches, k.ms);
+    /// }
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    pub fn profile(mut self, batch: &Batch, repeats: usize) -> Result<Vec<KernelTime>> {
+        self.step(batch, false)?;
+        self.loss()?;
+        let ws = self.ws.as_ref().expect("built by step");
+        let [forward, backward, prepare] = self.rnn.passes();
+        ops::profile(
+            &self.ctx,
+            &[forward, &ws.head_ops, backward, &ws.update_ops, prepare],
+            repeats,
+        )
     }
 
     /// The last step's mean loss (waits for the GPU, reads one scalar).

@@ -1,9 +1,11 @@
-//! Side-by-side timing of the GPU and CPU forward passes, and the no-argument demonstration.
+//! Side-by-side timing of the GPU and CPU forward passes and training step, and a per-kernel
+//! profile of the GPU training step.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use wgpu_rnn::gpu::GpuContext;
+use wgpu_rnn::gpu::{GpuContext, GpuTrainer};
+use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, data};
 use wgpu_rnn::{Cell, Device, Error, Result, Rnn, RnnConfig, RnnParams, Tensor};
 
 /// One benchmark shape, named as in `../shared/bench/suite.json`.
@@ -150,10 +152,8 @@ pub fn run(ctx: &Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<()
     train_step(ctx, repeats)
 }
 
-/// The suite's `charlm` case: one training step (token input, forward, softmax
-/// cross-entropy over a linear head, BPTT, Adam), GPU against CPU.
-fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
-    use wgpu_rnn::train::{Optimizer, SeqModel, Task, TrainConfig, data};
+/// The suite's `charlm` case: model, optimizer settings and one batch.
+fn charlm() -> Result<(SeqModel, TrainConfig, Batch, [usize; 4])> {
     let (t, b, h, v) = (64, 32, 256, 65);
     let model = SeqModel::new(
         RnnConfig::new(Cell::RnnTanh, v, h),
@@ -167,6 +167,13 @@ fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
     let ids: Vec<u32> = (0..4096u32).map(|i| (i * 7 + i / 5) % v as u32).collect();
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let batch = data::random_batch(&ids, t, b, &mut rng);
+    Ok((model, cfg, batch, [t, b, h, v]))
+}
+
+/// The `charlm` case: one training step (token input, forward, softmax cross-entropy over a
+/// linear head, BPTT, Adam), GPU against CPU.
+fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
+    let (model, cfg, batch, [t, b, h, v]) = charlm()?;
     let g = crate::train::time_steps(&model, cfg, &Device::Gpu(ctx.clone()), &batch, repeats)?;
     let c = crate::train::time_steps(&model, cfg, &Device::Cpu, &batch, repeats)?;
     let gflop = 3.0 * (cfg_flops(t, b, v, h) + 2.0 * (t * b * h * v) as f64) / 1e9;
@@ -176,6 +183,44 @@ fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
         gflop / (g / 1e3),
         gflop / (c / 1e3),
         c / g
+    );
+    Ok(())
+}
+
+/// `bench --profile`: each kernel of the charlm training step on the GPU, timed in isolation,
+/// slowest first, next to the end-to-end step time.
+pub fn profile(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
+    let (model, cfg, batch, [t, b, h, v]) = charlm()?;
+    let step_ms = crate::train::time_steps(&model, cfg, &Device::Gpu(ctx.clone()), &batch, 3)?;
+    let trainer = GpuTrainer::new(ctx.clone(), &TrainState::new(model), cfg)?;
+    let mut kernels = trainer.profile(&batch, repeats)?;
+    let total: f64 = kernels.iter().map(|k| k.ms).sum();
+    kernels.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    println!(
+        "kernels of one charlm training step (T={t} B={b} V={v} H={h}, Adam, clip 5) on {};\n\
+         each dispatch timed alone, {repeats} times in one submit:\n",
+        ctx.describe()
+    );
+    println!(
+        "{:<12} {:>16} {:>10} {:>12} {:>7}",
+        "kernel", "workgroups", "per step", "ms per step", "share"
+    );
+    for k in &kernels {
+        println!(
+            "{:<12} {:>16} {:>10} {:>12.2} {:>6.1}%",
+            format!("{:?}", k.kernel),
+            format!("{:?}", k.groups),
+            k.dispatches,
+            k.ms,
+            100.0 * k.ms / total
+        );
+    }
+    println!(
+        "{:<12} {:>16} {:>10} {:>12.2}\n\nend-to-end step (median of 3): {step_ms:.2} ms",
+        "sum",
+        "",
+        kernels.iter().map(|k| k.dispatches).sum::<usize>(),
+        total
     );
     Ok(())
 }

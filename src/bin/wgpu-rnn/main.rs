@@ -128,6 +128,10 @@ enum Command {
         /// Only the small shapes (fast on software adapters).
         #[arg(long)]
         quick: bool,
+        /// Instead of the tables: the time of each kernel of the charlm training step on the
+        /// GPU, every dispatch timed in isolation (`--repeats` times each).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -237,12 +241,20 @@ fn run(cli: Cli) -> Result<()> {
             let device = open_device(hyper.device, &cli.adapter)?;
             train::predict(&hyper, csv.as_deref(), &column, &device)
         }
-        Some(Command::Bench { repeats, quick }) => {
+        Some(Command::Bench {
+            repeats,
+            quick,
+            profile,
+        }) => {
             let device = open_device(DeviceKind::Gpu, &cli.adapter)?;
             let Device::Gpu(ctx) = device else {
                 unreachable!("open_device(Gpu) returns a GPU device")
             };
-            bench::run(&ctx, &bench::shapes(quick), repeats.max(1))
+            if profile {
+                bench::profile(&ctx, repeats.max(1))
+            } else {
+                bench::run(&ctx, &bench::shapes(quick), repeats.max(1))
+            }
         }
         None => {
             let device = open_device(DeviceKind::Gpu, &cli.adapter)?;
