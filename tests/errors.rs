@@ -688,16 +688,18 @@ fn output_over_storage_binding_limit() {
 }
 
 /// A batch needing more step workgroups than `max_compute_workgroups_per_dimension` allows.
-/// The step kernel covers 4 batch rows per workgroup (shaders/rnn_step.wgsl, `ROWS`), so
-/// `B = 4·max + 1` needs `max + 1` workgroups along y.
+/// The step kernels cover `STEP_ROWS` batch rows per workgroup, so `B = STEP_ROWS·max + 1`
+/// needs `max + 1` workgroups along y.
 #[test]
 fn batch_over_dispatch_limit() {
     let ctx = common::gpu();
     let max = ctx.limits().max_compute_workgroups_per_dimension as usize;
-    let b = 4 * max + 1;
+    let b = wgpu_rnn::gpu::kernels::STEP_ROWS as usize * max + 1;
     let cfg = RnnConfig::new(Cell::RnnTanh, 1, 1);
     let mut rnn = Rnn::new(RnnParams::random(cfg, 31), &Device::Gpu(ctx.clone())).unwrap();
-    let err = rnn.forward(&Tensor::zeros(&[1, b, 1]), None).unwrap_err();
+    let Err(err) = rnn.forward(&Tensor::zeros(&[1, b, 1]), None) else {
+        panic!("a forward pass at B = {b} should exceed the dispatch limit");
+    };
     assert!(
         matches!(&err, Error::Limit { limit, needed, max: m, .. }
             if *limit == "max_compute_workgroups_per_dimension"

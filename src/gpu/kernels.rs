@@ -33,8 +33,10 @@ pub(crate) const MAX_INVOCATIONS: u32 = 256;
 pub(crate) const GEMM_TILE: u32 = 64;
 /// Hidden units per workgroup of the step kernels (64 threads × 4 units).
 pub(crate) const STEP_UNITS: u32 = 256;
-/// Batch rows per workgroup of the step kernels (8 per thread).
-pub(crate) const STEP_ROWS: u32 = 8;
+/// Batch rows per workgroup of the step kernels (`ROWS` in `shaders/rnn_step.wgsl` and
+/// `shaders/rnn_step_bwd.wgsl`, 8 per thread): a step dispatches `⌈B / STEP_ROWS⌉` workgroups
+/// along y, so `B` may be at most `STEP_ROWS · max_compute_workgroups_per_dimension`.
+pub const STEP_ROWS: u32 = 8;
 /// Alignment of per-step uniforms (WebGPU's maximum `min_uniform_buffer_offset_alignment`).
 pub(crate) const UNIFORM_STRIDE: u64 = 256;
 

@@ -467,7 +467,6 @@ impl<'a> Recorder<'a> {
 
     /// Column sums `out[out0 + n] = out[out1 + n] = Σ_r a[a_off + r·a_rs + n]` for
     /// `n < cols`, `r < rows`, in a fixed order (see `shaders/colsum.wgsl`).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn colsum(
         &mut self,
         rows: usize,
