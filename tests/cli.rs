@@ -193,7 +193,7 @@ fn train_sample_and_predict_run_end_to_end() {
         "{}",
         String::from_utf8_lossy(&r.stdout)
     );
-    let r = cli(&[
+    let sample = [
         "sample",
         "--checkpoint",
         c,
@@ -203,24 +203,15 @@ fn train_sample_and_predict_run_end_to_end() {
         "The ",
         "--seed",
         "3",
-    ]);
+    ];
+    let r = cli(&sample);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(
         text.starts_with("The ") && text.chars().count() >= 44,
         "{text:?}"
     );
-    let again = cli(&[
-        "sample",
-        "--checkpoint",
-        c,
-        "--len",
-        "40",
-        "--prime",
-        "The ",
-        "--seed",
-        "3",
-    ]);
+    let again = cli(&sample);
     assert_eq!(again.stdout, r.stdout, "the same seed gives the same text");
     // A prime outside the vocabulary is an error, not a panic.
     let r = cli(&["sample", "--checkpoint", c, "--prime", "\u{2603}"]);

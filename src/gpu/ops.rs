@@ -263,14 +263,7 @@ impl GemmSpec {
     }
 
     pub(crate) fn params(&self, bias: bool) -> Result<GemmParams> {
-        let u = |name: &str, v: usize| {
-            u32::try_from(v).map_err(|_| Error::Limit {
-                what: format!("gemm {name}"),
-                limit: "u32 index range of the gemm kernel",
-                needed: v as u64,
-                max: u32::MAX as u64,
-            })
-        };
+        let u = |name: &str, v: usize| index_u32(&format!("gemm {name}"), v);
         Ok(GemmParams {
             m: u("m", self.m)?,
             n: u("n", self.n)?,
@@ -414,6 +407,16 @@ pub fn gemm(
     Ok(res.remove(0))
 }
 
+/// `v` as a kernel's u32 index or size; [`Error::Limit`] naming `what` when it does not fit.
+fn index_u32(what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Limit {
+        what: what.to_string(),
+        limit: "u32 index range of the kernels",
+        needed: v as u64,
+        max: u32::MAX as u64,
+    })
+}
+
 /// Workgroup counts covering `n` threads of a 64-wide kernel that indexes
 /// `i = gid.y · num_workgroups.x · 64 + gid.x` (so that `n` can exceed 65535 · 64).
 pub(crate) fn linear_groups(n: usize) -> [u32; 3] {
@@ -476,16 +479,8 @@ impl<'a> Recorder<'a> {
         out0: usize,
         out1: usize,
     ) -> Result<Op> {
-        let u = |name: &str, v: usize| {
-            u32::try_from(v).map_err(|_| Error::Limit {
-                what: format!("column sum {name}"),
-                limit: "u32 index range of the colsum kernel",
-                needed: v as u64,
-                max: u32::MAX as u64,
-            })
-        };
-        u("a_off + rows·a_rs", a_off + rows * a_rs + cols)?;
-        u("out", out0.max(out1) + cols)?;
+        index_u32("column sum input", a_off + rows * a_rs + cols)?;
+        index_u32("column sum output", out0.max(out1) + cols)?;
         let dims = ColSumDims {
             rows: rows as u32,
             cols: cols as u32,
