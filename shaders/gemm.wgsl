@@ -10,11 +10,17 @@
 // times from registers. K is walked in slices of 16 staged in workgroup memory.
 // When FLAG_ACCUMULATE is clear, C is written without being read (so NaN-filled outputs are
 // fully overwritten).
+//
+// Loop budget (src/gpu/kernels.rs, `budget::gemm`): an invocation walks at most k_split rows
+// of the reduction. Longer reductions are split: workgroup z = s sums the rows
+// [s * k_split, (s + 1) * k_split) into its own slice of C (c_off + s * c_split), and
+// `sum_splits` adds the slices in the order s = 0, 1, ... (no atomics: deterministic). The host
+// also splits a short reduction when the output has too few tiles to fill a real GPU.
 
 struct Params {
     m: u32, n: u32, k: u32, flags: u32,
-    a_off: u32, a_rs: u32, a_cs: u32, _pad0: u32,
-    b_off: u32, b_rs: u32, b_cs: u32, _pad1: u32,
+    a_off: u32, a_rs: u32, a_cs: u32, k_split: u32, // k_split: rows of K per workgroup z
+    b_off: u32, b_rs: u32, b_cs: u32, c_split: u32, // c_split: offset of split z's C from z - 1
     c_off: u32, c_rs: u32, alpha: f32, _pad2: u32,
 }
 
@@ -43,6 +49,8 @@ fn main(
 ) {
     let row0 = wid.y * TM;
     let col0 = wid.x * TN;
+    let k_lo = wid.z * u.k_split;
+    let k_hi = min(u.k, k_lo + u.k_split);
     // acc<i>a / acc<i>b: row i of the thread's block (4 ty + i, or 32 + 4 ty + i - 4 for
     // i >= 4), columns 4 tx .. 4 tx + 3 and 32 + 4 tx .. 32 + 4 tx + 3 in the lanes. Plain
     // vectors rather than arrays so that no compiler spills them to memory.
@@ -66,7 +74,7 @@ fn main(
     // threads read neighbouring addresses.
     let a_k_fast = u.a_cs == 1u;
     let b_k_fast = u.b_rs == 1u && u.b_cs != 1u;
-    for (var k0 = 0u; k0 < u.k; k0 += TK) {
+    for (var k0 = k_lo; k0 < k_hi; k0 += TK) {
         // One vec4 slot (4 consecutive rows of one k) per iteration; the slot order follows
         // A's unit stride so that neighbouring threads read neighbouring addresses.
         for (var e = li; e < TM * TK / 4u; e += THREADS) {
@@ -81,7 +89,7 @@ fn main(
             }
             let gk = k0 + kk;
             var v = vec4<f32>(0.0);
-            if (gk < u.k) {
+            if (gk < k_hi) {
                 for (var i = 0u; i < 4u; i++) {
                     let gm = row0 + 4u * m4 + i;
                     if (gm < u.m) {
@@ -103,7 +111,7 @@ fn main(
             }
             let gk = k0 + kk;
             var v = vec4<f32>(0.0);
-            if (gk < u.k) {
+            if (gk < k_hi) {
                 for (var j = 0u; j < 4u; j++) {
                     let gn = col0 + 4u * n4 + j;
                     if (gn < u.n) {
@@ -138,24 +146,25 @@ fn main(
         }
         workgroupBarrier();
     }
-    store_row(row0 + 4u * lid.y + 0u, col0 + 4u * lid.x, acc0a, acc0b);
-    store_row(row0 + 4u * lid.y + 1u, col0 + 4u * lid.x, acc1a, acc1b);
-    store_row(row0 + 4u * lid.y + 2u, col0 + 4u * lid.x, acc2a, acc2b);
-    store_row(row0 + 4u * lid.y + 3u, col0 + 4u * lid.x, acc3a, acc3b);
-    store_row(row0 + 32u + 4u * lid.y + 0u, col0 + 4u * lid.x, acc4a, acc4b);
-    store_row(row0 + 32u + 4u * lid.y + 1u, col0 + 4u * lid.x, acc5a, acc5b);
-    store_row(row0 + 32u + 4u * lid.y + 2u, col0 + 4u * lid.x, acc6a, acc6b);
-    store_row(row0 + 32u + 4u * lid.y + 3u, col0 + 4u * lid.x, acc7a, acc7b);
+    let c_base = u.c_off + wid.z * u.c_split;
+    store_row(c_base, row0 + 4u * lid.y + 0u, col0 + 4u * lid.x, acc0a, acc0b);
+    store_row(c_base, row0 + 4u * lid.y + 1u, col0 + 4u * lid.x, acc1a, acc1b);
+    store_row(c_base, row0 + 4u * lid.y + 2u, col0 + 4u * lid.x, acc2a, acc2b);
+    store_row(c_base, row0 + 4u * lid.y + 3u, col0 + 4u * lid.x, acc3a, acc3b);
+    store_row(c_base, row0 + 32u + 4u * lid.y + 0u, col0 + 4u * lid.x, acc4a, acc4b);
+    store_row(c_base, row0 + 32u + 4u * lid.y + 1u, col0 + 4u * lid.x, acc5a, acc5b);
+    store_row(c_base, row0 + 32u + 4u * lid.y + 2u, col0 + 4u * lid.x, acc6a, acc6b);
+    store_row(c_base, row0 + 32u + 4u * lid.y + 3u, col0 + 4u * lid.x, acc7a, acc7b);
 }
 
-// Writes row gm of the thread's block: columns gn0 .. gn0 + 3 from lo, gn0 + 32 .. gn0 + 35
+// Writes row gm of the thread's block (of the C at c_base): columns gn0 .. gn0 + 3 from lo, gn0 + 32 .. gn0 + 35
 // from hi. Called once per row with named accumulators (no indexing of a local array, which
 // some compilers, lavapipe's among them, turn into per-lane memory traffic).
-fn store_row(gm: u32, gn0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+fn store_row(c_base: u32, gm: u32, gn0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (gm >= u.m) {
         return;
     }
-    let base = u.c_off + gm * u.c_rs;
+    let base = c_base + gm * u.c_rs;
     for (var j = 0u; j < 4u; j++) {
         store_one(base, gn0 + j, lo[j]);
         store_one(base, gn0 + 32u + j, hi[j]);
@@ -174,4 +183,24 @@ fn store_one(base: u32, gn: u32, acc: f32) {
         v += c[base + gn];
     }
     c[base + gn] = v;
+}
+
+// The second pass of a split reduction: C(m, n) = alpha * sum_{s < k} A(s, m, n) (+ bias(n))
+// (+ C(m, n)), the splits added in order, with A(s, m, n) = a[a_off + s * a_cs + m * a_rs + n]
+// (the partial products written by `main` with c_split = a_cs, c_rs = a_rs). One thread per
+// element of C; `k` (the number of splits) is at most `budget::GEMM_MAX_SPLITS`.
+@compute @workgroup_size(64, 1, 1)
+fn sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 64u + gid.x;
+    if (i >= u.m * u.n) {
+        return;
+    }
+    let gm = i / u.n;
+    let gn = i % u.n;
+    let at = u.a_off + gm * u.a_rs + gn;
+    var acc = 0.0;
+    for (var s = 0u; s < u.k; s++) {
+        acc += a[at + s * u.a_cs];
+    }
+    store_one(u.c_off + gm * u.c_rs, gn, acc);
 }

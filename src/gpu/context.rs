@@ -129,6 +129,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     pipelines: Mutex<PipelineCache>,
     uncaptured: Arc<Mutex<Option<String>>>,
+    fill: usize,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -209,7 +210,17 @@ impl GpuContext {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }));
+        // A software adapter (lavapipe, llvmpipe) runs workgroups on the host's cores: a few
+        // per core keep them busy, and every split costs it a pass over memory. A real GPU
+        // needs a couple of workgroups on each of 100+ compute units (an H200 has 132).
+        let fill = match info.device_type {
+            wgpu::DeviceType::Cpu => {
+                2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }
+            _ => 256,
+        };
         Ok(Arc::new(GpuContext {
+            fill,
             adapter,
             device,
             queue,
@@ -218,6 +229,13 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
         }))
+    }
+
+    /// The workgroups a dispatch should have to keep this adapter busy: 2 per host core on a
+    /// software adapter, 256 on a GPU. Reductions (split-K GEMMs, column sums) are split
+    /// across workgroups until they reach it; results stay deterministic on one adapter.
+    pub fn fill_workgroups(&self) -> usize {
+        self.fill
     }
 
     /// The adapter's name, vendor, backend and driver.

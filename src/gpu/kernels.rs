@@ -40,11 +40,135 @@ pub const STEP_ROWS: u32 = 8;
 /// Alignment of per-step uniforms (WebGPU's maximum `min_uniform_buffer_offset_alignment`).
 pub(crate) const UNIFORM_STRIDE: u64 = 256;
 
+/// The loop budget of one kernel invocation, and what each kernel's loops cost.
+///
+/// **Rule: every loop of every kernel invocation is bounded independently of the data's
+/// size.** Mesa's software drivers (lavapipe, llvmpipe: gallivm's
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`) silently end every loop of an invocation after 65,535
+/// iterations counted together over all its loops, so a kernel whose per-invocation loop count
+/// grows with `T·B` or `input_size` returns wrong numbers with no error on the adapters CI
+/// runs on. Each kernel states its count here, as iterations of the WGSL source's loops with
+/// no unrolling (a driver that unrolls counts fewer), and the host keeps every dispatch within
+/// [`LOOP_BUDGET`](budget::LOOP_BUDGET), a quarter of the cap: long reductions are split across
+/// workgroups or dispatches and summed in a fixed order; a size that only a loop growing with
+/// the model can reach (`hidden_size` in the step kernels, the classes of a softmax) has a
+/// stated maximum and is refused before dispatch with [`crate::Error::Limit`].
+pub mod budget {
+    /// Iterations, summed over all loops, that one invocation of any kernel may run.
+    pub const LOOP_BUDGET: u64 = 65_535 / 4;
+
+    /// `shaders/gemm.wgsl` `main`, per invocation, for a split of `k` rows of the reduction:
+    /// per slice of 16 (`TK`): the slice loop, two tile loads of 4 slots × 4 elements, 16
+    /// products; then 8 rows × 4 columns of stores.
+    pub const fn gemm(k: u64) -> u64 {
+        k.div_ceil(16) * (1 + 2 * (4 + 16) + 16) + 8 * 4
+    }
+
+    /// `shaders/gemm.wgsl` `sum_splits`: one iteration per split.
+    pub const fn gemm_sum_splits(splits: u64) -> u64 {
+        splits
+    }
+
+    /// `shaders/rnn_step.wgsl` and `shaders/rnn_step_bwd.wgsl` for hidden size `h`: per block
+    /// of 64 columns, the block loop, 8 rows staged and up to 64 products; then 8 rows × 4 units.
+    pub const fn step(h: u64) -> u64 {
+        h.div_ceil(64) * (1 + 8 + 64) + 8 * 4
+    }
+
+    /// `shaders/colsum.wgsl` for a chunk of `rows` rows (4 per iteration, then the rest).
+    pub const fn colsum(rows: u64) -> u64 {
+        rows / 4 + 3
+    }
+
+    /// `shaders/reduce.wgsl` for a chunk of `n` elements (256 threads, then an 8-level tree).
+    pub const fn reduce(n: u64) -> u64 {
+        n.div_ceil(256) + 8
+    }
+
+    /// `shaders/embed_bwd.wgsl` `main` for a dispatch over `rows` token positions.
+    pub const fn embed_bwd(rows: u64) -> u64 {
+        rows
+    }
+
+    /// `shaders/loss.wgsl`: `softmax_xent` walks a row of `classes` three times.
+    pub const fn softmax_xent(classes: u64) -> u64 {
+        3 * classes
+    }
+
+    /// `shaders/loss.wgsl`: `mse` walks a row of `cols` once.
+    pub const fn mse(cols: u64) -> u64 {
+        cols
+    }
+
+    /// `shaders/optim.wgsl`: one iteration per squared norm summed for clipping.
+    pub const fn optim(norms: u64) -> u64 {
+        norms
+    }
+
+    /// The largest `x` with `cost(x) <= LOOP_BUDGET` (`cost` non-decreasing).
+    pub fn max_within(cost: fn(u64) -> u64) -> u64 {
+        let (mut lo, mut hi) = (0u64, LOOP_BUDGET * 64);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if cost(mid) <= LOOP_BUDGET {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// Rows of the reduction one GEMM split covers at most (a multiple of the 16-row slice).
+    pub const GEMM_K_SPLIT: u64 = 4096;
+    /// Splits one `sum_splits` pass adds at most; more rows go in further rounds.
+    pub const GEMM_MAX_SPLITS: u64 = 256;
+    /// Rows one column-sum workgroup adds at most; more go to a second, fixed-order pass.
+    pub const COLSUM_CHUNK: u64 = 32_768;
+    /// Elements one reduction workgroup adds at most (256 threads × 4096).
+    pub const REDUCE_CHUNK: u64 = 1 << 20;
+    /// Token positions one embedding-gradient dispatch walks; more go to further dispatches.
+    pub const EMBED_BWD_CHUNK: u64 = 8192;
+    /// The largest `hidden_size` of the step kernels: their recurrent product loops over `H`.
+    pub fn max_step_hidden() -> u64 {
+        max_within(step)
+    }
+    /// The largest number of classes (the head's outputs) of the fused softmax cross-entropy.
+    pub fn max_softmax_classes() -> u64 {
+        max_within(softmax_xent)
+    }
+    /// The largest number of outputs per row of the fused mean squared error.
+    pub fn max_mse_cols() -> u64 {
+        max_within(mse)
+    }
+
+    /// [`crate::Error::Limit`] naming `what` when `needed` exceeds `max`, the largest size a
+    /// kernel's loops handle within [`LOOP_BUDGET`].
+    pub(crate) fn check(
+        what: &str,
+        limit: &'static str,
+        needed: usize,
+        max: u64,
+    ) -> crate::Result<()> {
+        if needed as u64 > max {
+            return Err(crate::Error::Limit {
+                what: what.to_string(),
+                limit,
+                needed: needed as u64,
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The kernels, used as the pipeline cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// `shaders/gemm.wgsl`.
+    /// `shaders/gemm.wgsl`, entry `main`.
     Gemm,
+    /// `shaders/gemm.wgsl`, entry `sum_splits`: the fixed-order second pass of a split GEMM.
+    GemmSumSplits,
     /// `shaders/rnn_step.wgsl`.
     RnnStep,
     /// `shaders/rnn_step_bwd.wgsl`.
@@ -53,8 +177,10 @@ pub enum Kernel {
     Prepare,
     /// `shaders/embed.wgsl`.
     Embed,
-    /// `shaders/embed_bwd.wgsl`.
+    /// `shaders/embed_bwd.wgsl`, entry `main`.
     EmbedBwd,
+    /// `shaders/embed_bwd.wgsl`, entry `zero`.
+    EmbedZero,
     /// `shaders/loss.wgsl`, entry `softmax_xent`.
     SoftmaxXent,
     /// `shaders/loss.wgsl`, entry `mse`.
@@ -79,13 +205,15 @@ enum Binding {
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Gemm,
+        Kernel::GemmSumSplits,
         Kernel::RnnStep,
         Kernel::RnnStepBwd,
         Kernel::Prepare,
         Kernel::Embed,
         Kernel::EmbedBwd,
+        Kernel::EmbedZero,
         Kernel::SoftmaxXent,
         Kernel::Mse,
         Kernel::Sum,
@@ -97,6 +225,8 @@ impl Kernel {
     /// The entry point in [`Kernel::source`].
     pub fn entry_point(self) -> &'static str {
         match self {
+            Kernel::GemmSumSplits => "sum_splits",
+            Kernel::EmbedZero => "zero",
             Kernel::SoftmaxXent => "softmax_xent",
             Kernel::Mse => "mse",
             Kernel::Sum => "sum",
@@ -108,12 +238,12 @@ impl Kernel {
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
-            Kernel::Gemm => GEMM,
+            Kernel::Gemm | Kernel::GemmSumSplits => GEMM,
             Kernel::RnnStep => RNN_STEP,
             Kernel::RnnStepBwd => RNN_STEP_BWD,
             Kernel::Prepare => PREPARE,
             Kernel::Embed => EMBED,
-            Kernel::EmbedBwd => EMBED_BWD,
+            Kernel::EmbedBwd | Kernel::EmbedZero => EMBED_BWD,
             Kernel::SoftmaxXent | Kernel::Mse => LOSS,
             Kernel::Sum | Kernel::SumSq => REDUCE,
             Kernel::Optim => OPTIM,
@@ -124,7 +254,7 @@ impl Kernel {
     fn bindings(self) -> &'static [Binding] {
         use Binding::*;
         match self {
-            Kernel::Gemm => &[Uniform, Read, Read, Read, ReadWrite],
+            Kernel::Gemm | Kernel::GemmSumSplits => &[Uniform, Read, Read, Read, ReadWrite],
             Kernel::RnnStep => &[
                 Uniform,
                 DynamicUniform,
@@ -137,7 +267,7 @@ impl Kernel {
             Kernel::RnnStepBwd => &[Uniform, DynamicUniform, Read, Read, Read, Read, ReadWrite],
             Kernel::Prepare => &[Uniform, Read, ReadWrite, ReadWrite],
             Kernel::Embed => &[Uniform, Read, Read, Read, ReadWrite],
-            Kernel::EmbedBwd => &[Uniform, Read, Read, ReadWrite],
+            Kernel::EmbedBwd | Kernel::EmbedZero => &[Uniform, Read, Read, ReadWrite],
             Kernel::SoftmaxXent | Kernel::Mse => &[Uniform, Read, ReadWrite, ReadWrite],
             Kernel::Sum | Kernel::SumSq => &[Uniform, Read, ReadWrite],
             Kernel::Optim => &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
@@ -226,11 +356,13 @@ pub(crate) struct GemmParams {
     pub a_off: u32,
     pub a_rs: u32,
     pub a_cs: u32,
-    pub _pad0: u32,
+    /// Rows of the reduction per workgroup z (`main`).
+    pub k_split: u32,
     pub b_off: u32,
     pub b_rs: u32,
     pub b_cs: u32,
-    pub _pad1: u32,
+    /// Offset between the outputs of consecutive splits (`main`).
+    pub c_split: u32,
     pub c_off: u32,
     pub c_rs: u32,
     pub alpha: f32,
@@ -241,8 +373,13 @@ impl GemmParams {
     pub const FLAG_BIAS: u32 = 1;
     pub const FLAG_ACCUMULATE: u32 = 2;
 
-    pub fn workgroups(&self) -> [u32; 3] {
-        [self.n.div_ceil(GEMM_TILE), self.m.div_ceil(GEMM_TILE), 1]
+    /// Workgroups of `main` for `splits` splits of the reduction.
+    pub fn workgroups(&self, splits: u32) -> [u32; 3] {
+        [
+            self.n.div_ceil(GEMM_TILE),
+            self.m.div_ceil(GEMM_TILE),
+            splits,
+        ]
     }
 }
 
@@ -311,7 +448,9 @@ pub(crate) struct EmbedDims {
     pub vocab: u32,
     pub w_off: u32,
     pub has_bias: u32,
-    pub _pad: [u32; 3],
+    /// First token position of an `embed_bwd` dispatch (`rows` is the end).
+    pub row_begin: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform `Dims` of `shaders/loss.wgsl`.
@@ -330,7 +469,8 @@ pub(crate) struct ReduceDims {
     pub n: u32,
     pub off: u32,
     pub slot: u32,
-    pub _pad: u32,
+    /// Elements per workgroup; workgroup `w` writes `out[slot + w]`.
+    pub chunk: u32,
 }
 
 /// Uniform `Dims` of `shaders/colsum.wgsl`:
@@ -344,6 +484,8 @@ pub(crate) struct ColSumDims {
     pub a_rs: u32,
     pub out0: u32,
     pub out1: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
+    /// Rows per workgroup y.
+    pub chunk: u32,
+    /// Offset between the outputs of consecutive chunks.
+    pub out_rs: u32,
 }

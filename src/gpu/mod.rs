@@ -9,6 +9,6 @@ mod rnn;
 mod train;
 
 pub use context::{AdapterOptions, GpuContext, list_adapters};
-pub use ops::{GemmSpec, KernelTime, gemm};
+pub use ops::{GemmPlan, GemmSpec, KernelTime, gemm};
 pub use rnn::GpuRnn;
 pub use train::GpuTrainer;

@@ -7,7 +7,8 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{ColSumDims, GemmParams, Kernel};
+use crate::gpu::kernels::budget::{COLSUM_CHUNK, GEMM_K_SPLIT, GEMM_MAX_SPLITS, REDUCE_CHUNK};
+use crate::gpu::kernels::{ColSumDims, GemmParams, Kernel, ReduceDims};
 
 pub(crate) struct Op {
     kernel: Kernel,
@@ -328,31 +329,66 @@ impl GemmSpec {
     }
 }
 
-/// Records one GEMM over device buffers; returns the op and its uniform (keep both alive).
-pub(crate) fn gemm_op(
-    ctx: &GpuContext,
-    spec: &GemmSpec,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    c: &wgpu::Buffer,
-    dummy: &wgpu::Buffer,
-) -> Result<(Op, wgpu::Buffer)> {
-    let params = spec.params(bias.is_some())?;
-    let u = uniform(ctx, "gemm params", bytemuck::bytes_of(&params));
-    let op = Op::new(
-        ctx,
-        Kernel::Gemm,
-        &[
-            u.as_entire_binding(),
-            a.as_entire_binding(),
-            b.as_entire_binding(),
-            bias.unwrap_or(dummy).as_entire_binding(),
-            c.as_entire_binding(),
-        ],
-        params.workgroups(),
-    )?;
-    Ok((op, u))
+/// Elements of the scratch matrix of one split GEMM at most (64 MiB): a larger product is
+/// split into fewer pieces, in more rounds.
+const GEMM_SCRATCH: usize = 1 << 24;
+/// Rows of the reduction below which a GEMM is not split merely to fill the device.
+const GEMM_MIN_SPLIT: usize = 256;
+/// Rows below which a column-sum chunk is not split merely to fill the device.
+const COLSUM_MIN_CHUNK: usize = 256;
+
+/// How one GEMM of reduction length `k` is dispatched within the loop budget
+/// ([`crate::gpu::kernels::budget`]): in `rounds` rounds of `splits · k_split` rows each
+/// (the last may be shorter), each round's splits summed in order and added to `C`.
+///
+/// With `splits == 1` every round is one dispatch of `main` straight into `C`; otherwise a
+/// round writes each split's partial product to a scratch matrix and `sum_splits` adds them.
+/// A reduction is split when it is longer than [`GEMM_K_SPLIT`] rows, or when the output's
+/// 64×64 tiles are fewer than `fill` workgroups (a real GPU needs hundreds; a software
+/// adapter as many as it has cores) and `k` is long enough to share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmPlan {
+    /// Splits per round (workgroups along z).
+    pub splits: usize,
+    /// Rows of the reduction per split (a multiple of 16 unless it is all of `k`).
+    pub k_split: usize,
+    /// Rounds; 0 only when the output is empty.
+    pub rounds: usize,
+}
+
+impl GemmPlan {
+    /// The plan for `C[m, n]` with reduction length `k` on a device that wants `fill`
+    /// workgroups per dispatch.
+    pub fn new(m: usize, n: usize, k: usize, fill: usize) -> Self {
+        let kmax = GEMM_K_SPLIT as usize;
+        if m == 0 || n == 0 {
+            return GemmPlan {
+                splits: 1,
+                k_split: 0,
+                rounds: 0,
+            };
+        }
+        let tiles = m.div_ceil(64) * n.div_ceil(64);
+        let needed = k.div_ceil(kmax).max(1);
+        let to_fill = fill.div_ceil(tiles).min(k.div_ceil(GEMM_MIN_SPLIT)).max(1);
+        let splits = needed
+            .max(to_fill)
+            .min(GEMM_MAX_SPLITS as usize)
+            .min((GEMM_SCRATCH / (m * n)).max(1));
+        if splits == 1 {
+            return GemmPlan {
+                splits: 1,
+                k_split: k.min(kmax),
+                rounds: needed,
+            };
+        }
+        let k_split = k.div_ceil(splits).next_multiple_of(16).min(kmax);
+        GemmPlan {
+            splits,
+            k_split,
+            rounds: k.div_ceil(splits * k_split),
+        }
+    }
 }
 
 /// Runs one GEMM on the GPU on host data and returns the new `C` (the whole buffer).
@@ -395,14 +431,15 @@ pub fn gemm(
         wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
     )?;
     ctx.queue.write_buffer(&bc, 0, bytemuck::cast_slice(c));
-    let (op, _uniform) = gemm_op(ctx, spec, &ba, &bb, bbias.as_ref(), &bc, &ba)?;
+    let mut rec = Recorder::new(ctx, &ba);
+    let ops = rec.gemm(*spec, &ba, &bb, bbias.as_ref(), &bc)?;
     let out = staging(ctx, "c readback", c.len());
     let mut encoder = ctx
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("gemm"),
         });
-    encode(&mut encoder, &[op]);
+    encode(&mut encoder, &ops);
     let mut res = ctx.read_buffers(encoder, &[(&bc, &out, (c.len() * 4) as u64)], "gemm")?;
     Ok(res.remove(0))
 }
@@ -435,6 +472,10 @@ pub(crate) struct Recorder<'a> {
     ctx: &'a GpuContext,
     dummy: &'a wgpu::Buffer,
     keep: Vec<wgpu::Buffer>,
+    /// Two scratch buffers for the partial results of split reductions (two so that one
+    /// level of a multi-level sum reads one and writes the other). Ops run in order, so every
+    /// op of the recorder shares them; a larger need allocates a larger buffer.
+    scratch: [Option<wgpu::Buffer>; 2],
 }
 
 impl<'a> Recorder<'a> {
@@ -444,7 +485,26 @@ impl<'a> Recorder<'a> {
             ctx,
             dummy,
             keep: Vec::new(),
+            scratch: [None, None],
         }
+    }
+
+    /// Scratch buffer `slot` (0 or 1) with at least `len` elements.
+    fn scratch(&mut self, slot: usize, len: usize) -> Result<wgpu::Buffer> {
+        if let Some(b) = &self.scratch[slot]
+            && b.size() >= (len * 4) as u64
+        {
+            return Ok(b.clone());
+        }
+        let b = storage(
+            self.ctx,
+            "split reduction partials",
+            len,
+            wgpu::BufferUsages::empty(),
+        )?;
+        self.keep.push(b.clone());
+        self.scratch[slot] = Some(b.clone());
+        Ok(b)
     }
 
     /// A uniform holding `bytes`, kept with the ops.
@@ -454,7 +514,7 @@ impl<'a> Recorder<'a> {
         u
     }
 
-    /// One GEMM (see [`GemmSpec`]).
+    /// One GEMM (see [`GemmSpec`]), as the dispatches of its [`GemmPlan`].
     pub(crate) fn gemm(
         &mut self,
         spec: GemmSpec,
@@ -462,14 +522,91 @@ impl<'a> Recorder<'a> {
         b: &wgpu::Buffer,
         bias: Option<&wgpu::Buffer>,
         c: &wgpu::Buffer,
+    ) -> Result<Vec<Op>> {
+        let plan = GemmPlan::new(spec.m, spec.n, spec.k, self.ctx.fill_workgroups());
+        let per_round = plan.splits * plan.k_split;
+        let mut ops = Vec::new();
+        for r in 0..plan.rounds {
+            let k0 = r * per_round;
+            let round = GemmSpec {
+                k: per_round.min(spec.k - k0),
+                a_off: spec.a_off + k0 * spec.a_cs,
+                b_off: spec.b_off + k0 * spec.b_rs,
+                accumulate: spec.accumulate || r > 0,
+                ..spec
+            };
+            let bias = bias.filter(|_| r == 0);
+            if plan.splits == 1 {
+                let mut params = round.params(bias.is_some())?;
+                params.k_split = params.k;
+                let groups = params.workgroups(1);
+                ops.push(self.gemm_op(
+                    Kernel::Gemm,
+                    params,
+                    [Some(a), Some(b), bias, Some(c)],
+                    groups,
+                )?);
+                continue;
+            }
+            let (m, n) = (spec.m, spec.n);
+            let splits = round.k.div_ceil(plan.k_split);
+            let scratch = self.scratch(0, splits * m * n)?;
+            let partial = GemmSpec {
+                c_off: 0,
+                c_rs: n,
+                alpha: 1.0,
+                accumulate: false,
+                ..round
+            };
+            let mut params = partial.params(false)?;
+            params.k_split = plan.k_split as u32;
+            params.c_split = index_u32("gemm split stride", m * n)?;
+            let groups = params.workgroups(splits as u32);
+            ops.push(self.gemm_op(
+                Kernel::Gemm,
+                params,
+                [Some(a), Some(b), None, Some(&scratch)],
+                groups,
+            )?);
+            let sum = GemmSpec {
+                k: splits,
+                a_off: 0,
+                a_rs: n,
+                a_cs: m * n,
+                ..round
+            };
+            let params = sum.params(bias.is_some())?;
+            let groups = linear_groups(m * n);
+            ops.push(self.gemm_op(
+                Kernel::GemmSumSplits,
+                params,
+                [Some(&scratch), None, bias, Some(c)],
+                groups,
+            )?);
+        }
+        Ok(ops)
+    }
+
+    fn gemm_op(
+        &mut self,
+        kernel: Kernel,
+        params: GemmParams,
+        [a, b, bias, c]: [Option<&wgpu::Buffer>; 4],
+        groups: [u32; 3],
     ) -> Result<Op> {
-        let (op, u) = gemm_op(self.ctx, &spec, a, b, bias, c, self.dummy)?;
-        self.keep.push(u);
-        Ok(op)
+        let d = self.dummy;
+        let buffers = [
+            a.unwrap_or(d),
+            b.unwrap_or(d),
+            bias.unwrap_or(d),
+            c.unwrap_or(d),
+        ];
+        self.op(kernel, bytemuck::bytes_of(&params), &buffers, groups)
     }
 
     /// Column sums `out[out0 + n] = out[out1 + n] = Σ_r a[a_off + r·a_rs + n]` for
-    /// `n < cols`, `r < rows`, in a fixed order (see `shaders/colsum.wgsl`).
+    /// `n < cols`, `r < rows`, in a fixed order (see `shaders/colsum.wgsl`): chunks of rows
+    /// summed into a scratch matrix, whose rows are summed again, until one chunk is left.
     pub(crate) fn colsum(
         &mut self,
         rows: usize,
@@ -478,24 +615,90 @@ impl<'a> Recorder<'a> {
         out: &wgpu::Buffer,
         out0: usize,
         out1: usize,
-    ) -> Result<Op> {
+    ) -> Result<Vec<Op>> {
         index_u32("column sum input", a_off + rows * a_rs + cols)?;
         index_u32("column sum output", out0.max(out1) + cols)?;
-        let dims = ColSumDims {
-            rows: rows as u32,
-            cols: cols as u32,
-            a_off: a_off as u32,
-            a_rs: a_rs as u32,
-            out0: out0 as u32,
-            out1: out1 as u32,
-            ..Default::default()
-        };
-        self.op(
-            Kernel::ColSum,
-            bytemuck::bytes_of(&dims),
-            &[a, out],
-            linear_groups(cols),
-        )
+        let col_groups = cols.div_ceil(64).max(1);
+        let want = self.ctx.fill_workgroups().div_ceil(col_groups).max(1);
+        let (mut src, mut off, mut rs, mut rows) = (a.clone(), a_off, a_rs, rows);
+        let mut ops = Vec::new();
+        for level in 0.. {
+            let chunk = rows
+                .div_ceil(want)
+                .max(COLSUM_MIN_CHUNK)
+                .min(COLSUM_CHUNK as usize);
+            let chunks = rows.div_ceil(chunk).max(1);
+            let mut dims = ColSumDims {
+                rows: rows as u32,
+                cols: cols as u32,
+                a_off: off as u32,
+                a_rs: rs as u32,
+                out0: out0 as u32,
+                out1: out1 as u32,
+                chunk: chunk as u32,
+                out_rs: 0,
+            };
+            let groups = [col_groups as u32, chunks as u32, 1];
+            if chunks == 1 {
+                ops.push(self.op(
+                    Kernel::ColSum,
+                    bytemuck::bytes_of(&dims),
+                    &[&src, out],
+                    groups,
+                )?);
+                break;
+            }
+            let scratch = self.scratch(level % 2, chunks * cols)?;
+            dims.out0 = 0;
+            dims.out1 = 0;
+            dims.out_rs = cols as u32;
+            ops.push(self.op(
+                Kernel::ColSum,
+                bytemuck::bytes_of(&dims),
+                &[&src, &scratch],
+                groups,
+            )?);
+            (src, off, rs, rows) = (scratch, 0, cols, chunks);
+        }
+        Ok(ops)
+    }
+
+    /// `out[slot] = Σ_{i < n} src[off + i]` (of squares when `squares`), in a fixed order
+    /// (see `shaders/reduce.wgsl`): chunks summed into scratch, then summed again.
+    pub(crate) fn sum(
+        &mut self,
+        squares: bool,
+        (src, off, n): (&wgpu::Buffer, usize, usize),
+        out: &wgpu::Buffer,
+        slot: usize,
+    ) -> Result<Vec<Op>> {
+        index_u32("reduction input", off + n)?;
+        let (mut src, mut off, mut n) = (src.clone(), off, n);
+        let mut ops = Vec::new();
+        for level in 0.. {
+            let kernel = if squares && level == 0 {
+                Kernel::SumSq
+            } else {
+                Kernel::Sum
+            };
+            let groups = n.div_ceil(REDUCE_CHUNK as usize).max(1);
+            let mut dims = ReduceDims {
+                n: n as u32,
+                off: off as u32,
+                slot: slot as u32,
+                chunk: REDUCE_CHUNK as u32,
+            };
+            if groups == 1 {
+                ops.push(self.op(kernel, bytemuck::bytes_of(&dims), &[&src, out], [1, 1, 1])?);
+                break;
+            }
+            let scratch = self.scratch(level % 2, groups)?;
+            dims.slot = 0;
+            let g = [groups as u32, 1, 1];
+            ops.push(self.op(kernel, bytemuck::bytes_of(&dims), &[&src, &scratch], g)?);
+            (src, off, n) = (scratch, 0, groups);
+        }
+        Ok(ops)
     }
 
     /// An op of `kernel` whose binding 0 is a uniform holding `params` and whose next

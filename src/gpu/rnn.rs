@@ -7,6 +7,7 @@ use crate::config::{Cell, RnnConfig};
 use crate::cpu::{ForwardOutput, Gradients, check_inputs};
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::budget::{self, EMBED_BWD_CHUNK};
 use crate::gpu::kernels::{
     EmbedDims, Kernel, PrepareDims, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE,
 };
@@ -96,7 +97,8 @@ impl GpuRnn {
     /// Uploads `params` to the device.
     ///
     /// # Errors
-    /// [`Error::Limit`] when a weight exceeds a buffer limit (checked before allocating).
+    /// [`Error::Limit`] when a weight exceeds a buffer limit (checked before allocating), or
+    /// `hidden_size` exceeds [`budget::max_step_hidden`] (the step kernels' loop budget).
     pub fn new(ctx: Arc<GpuContext>, params: &RnnParams<f32>) -> Result<Self> {
         Self::with_input(ctx, params, false)
     }
@@ -108,8 +110,14 @@ impl GpuRnn {
         params: &RnnParams<f32>,
         token_input: bool,
     ) -> Result<Self> {
-        params.validate()?;
         let config = *params.config();
+        budget::check(
+            "hidden_size",
+            "hidden units of the step kernels within their loop budget",
+            config.hidden_size,
+            budget::max_step_hidden(),
+        )?;
+        params.validate()?;
         let layout = ParamLayout::new(&config);
         let (d_n, h) = (config.directions(), config.hidden_size);
         let gh = config.cell.gates() * h;
@@ -285,7 +293,7 @@ impl GpuRnn {
         ctx.check_dispatch("RnnStep", step_groups)?;
         for l in 0..cfg.num_layers {
             let spec = GemmSpec::a_bt(tb, d_n * g * h, cfg.layer_input_size(l));
-            ctx.check_dispatch("Gemm", spec.params(false)?.workgroups())?;
+            ctx.check_dispatch("Gemm", spec.params(false)?.workgroups(1))?;
         }
         let input = ops::storage(ctx, "input", in_len, rw)?;
         let h0 = ops::storage(ctx, "h0", states, rw)?;
@@ -352,7 +360,7 @@ impl GpuRnn {
                     vocab: i_l as u32,
                     w_off: off.w_ih as u32,
                     has_bias: cfg.bias as u32,
-                    _pad: [0; 3],
+                    ..Default::default()
                 };
                 let bias = der.bias.as_ref().unwrap_or(&self.dummy);
                 fwd.push(rec.op(
@@ -366,7 +374,7 @@ impl GpuRnn {
                     b_off: off.w_ih,
                     ..GemmSpec::a_bt(tb, d_n * g * h, i_l)
                 };
-                fwd.push(rec.gemm(spec, x, &self.params, der.bias.as_ref(), &proj)?);
+                fwd.extend(rec.gemm(spec, x, &self.params, der.bias.as_ref(), &proj)?);
             }
             let du = rec.uniform(
                 &format!("step dims l{l}"),
@@ -435,7 +443,7 @@ impl GpuRnn {
                     c_off: ld * b * h,
                     ..GemmSpec::row_major(b, h, h)
                 };
-                bwd.push(rec.gemm(spec, &grad_a, &self.params, None, &grad_h0)?);
+                bwd.extend(rec.gemm(spec, &grad_a, &self.params, None, &grad_h0)?);
                 // ∂W_hh = Σ_t δa_tᵀ·h_{t-1}: the steps whose h_prev is in y, then the h0 step.
                 let (a_first, y_first) = if d == 0 { (1, 0) } else { (0, 1) };
                 let spec = GemmSpec {
@@ -447,7 +455,7 @@ impl GpuRnn {
                     c_off: off.w_hh + d * h * h,
                     ..GemmSpec::row_major(h, h, (t_len - 1) * b)
                 };
-                bwd.push(rec.gemm(spec, &grad_a, &ys[l], None, &self.grads)?);
+                bwd.extend(rec.gemm(spec, &grad_a, &ys[l], None, &self.grads)?);
                 let spec = GemmSpec {
                     a_off: t0 * b * dh + d * h,
                     a_rs: 1,
@@ -457,7 +465,7 @@ impl GpuRnn {
                     accumulate: true,
                     ..GemmSpec::row_major(h, h, b)
                 };
-                bwd.push(rec.gemm(spec, &grad_a, &h0, None, &self.grads)?);
+                bwd.extend(rec.gemm(spec, &grad_a, &h0, None, &self.grads)?);
             }
             // Both directions at once: ∂W_ih = δAᵀ·X (a scatter for token input),
             // ∂b_ih = ∂b_hh = 1ᵀ·δA, ∂X = δA·W_ih.
@@ -469,12 +477,19 @@ impl GpuRnn {
                     w_off: off.w_ih as u32,
                     ..Default::default()
                 };
-                bwd.push(rec.op(
-                    Kernel::EmbedBwd,
-                    bytemuck::bytes_of(&dims),
-                    &[&input, &grad_a, &self.grads],
-                    linear_groups(dh),
-                )?);
+                let bufs = [&input, &grad_a, &self.grads];
+                let bytes = bytemuck::bytes_of(&dims);
+                bwd.push(rec.op(Kernel::EmbedZero, bytes, &bufs, linear_groups(dh * i_l))?);
+                // Consecutive dispatches over chunks of positions, within the loop budget.
+                for begin in (0..tb).step_by(EMBED_BWD_CHUNK as usize) {
+                    let dims = EmbedDims {
+                        row_begin: begin as u32,
+                        rows: (begin + EMBED_BWD_CHUNK as usize).min(tb) as u32,
+                        ..dims
+                    };
+                    let bytes = bytemuck::bytes_of(&dims);
+                    bwd.push(rec.op(Kernel::EmbedBwd, bytes, &bufs, linear_groups(dh))?);
+                }
             } else {
                 let spec = GemmSpec {
                     a_rs: 1,
@@ -482,15 +497,15 @@ impl GpuRnn {
                     c_off: off.w_ih,
                     ..GemmSpec::row_major(dh, i_l, tb)
                 };
-                bwd.push(rec.gemm(spec, &grad_a, x, None, &self.grads)?);
+                bwd.extend(rec.gemm(spec, &grad_a, x, None, &self.grads)?);
                 let spec = GemmSpec {
                     b_off: off.w_ih,
                     ..GemmSpec::row_major(tb, i_l, dh)
                 };
-                bwd.push(rec.gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
+                bwd.extend(rec.gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
             }
             if let Some((bi, bh)) = off.bias {
-                bwd.push(rec.colsum(tb, dh, (&grad_a, 0, dh), &self.grads, bi, bh)?);
+                bwd.extend(rec.colsum(tb, dh, (&grad_a, 0, dh), &self.grads, bi, bh)?);
             }
         }
         let mut keep = rec.finish();

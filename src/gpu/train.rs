@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{Kernel, LossDims, OptimHyper, ReduceDims};
+use crate::gpu::kernels::{Kernel, LossDims, OptimHyper, budget};
 use crate::gpu::ops::{self, GemmSpec, KernelTime, Op, bind, linear_groups};
 use crate::gpu::rnn::GpuRnn;
 use crate::params::ParamLayout;
@@ -60,6 +60,12 @@ impl GpuTrainer {
     pub fn new(ctx: Arc<GpuContext>, state: &TrainState, cfg: TrainConfig) -> Result<Self> {
         let model = state.model.clone();
         let tokens = matches!(model.task, Task::Tokens { .. });
+        let (what, max) = match tokens {
+            true => ("classes of the softmax loss", budget::max_softmax_classes()),
+            false => ("outputs of the squared-error loss", budget::max_mse_cols()),
+        };
+        let limit = "loss kernel row length within its loop budget";
+        budget::check(what, limit, model.task.outputs(), max)?;
         let rnn = GpuRnn::with_input(ctx.clone(), &model.rnn, tokens)?;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let lens = [
@@ -130,7 +136,7 @@ impl GpuTrainer {
         let mut head_ops = Vec::new();
         // z = y·Wᵀ + b
         let spec = GemmSpec::a_bt(rows, o, dh);
-        head_ops.push(rec.gemm(spec, y, &self.head_w, Some(&self.head_b), &logits)?);
+        head_ops.extend(rec.gemm(spec, y, &self.head_w, Some(&self.head_b), &logits)?);
         let loss_kernel = if tokens {
             Kernel::SoftmaxXent
         } else {
@@ -147,43 +153,23 @@ impl GpuTrainer {
             &[&targets, &logits, &row_loss],
             linear_groups(rows),
         )?);
-        let dims = ReduceDims {
-            n: rows as u32,
-            ..Default::default()
-        };
-        head_ops.push(rec.op(
-            Kernel::Sum,
-            bytemuck::bytes_of(&dims),
-            &[&row_loss, &self.loss],
-            [1, 1, 1],
-        )?);
+        head_ops.extend(rec.sum(false, (&row_loss, 0, rows), &self.loss, 0)?);
         // ∂W = ∂zᵀ·y, ∂b = 1ᵀ·∂z, ∂y = ∂z·W (into the stack's grad_output).
         let spec = GemmSpec {
             a_rs: 1,
             a_cs: o,
             ..GemmSpec::row_major(o, dh, rows)
         };
-        head_ops.push(rec.gemm(spec, &logits, y, None, &self.g_head_w)?);
-        head_ops.push(rec.colsum(rows, o, (&logits, 0, o), &self.g_head_b, 0, 0)?);
+        head_ops.extend(rec.gemm(spec, &logits, y, None, &self.g_head_w)?);
+        head_ops.extend(rec.colsum(rows, o, (&logits, 0, o), &self.g_head_b, 0, 0)?);
         let spec = GemmSpec::row_major(rows, dh, o);
-        head_ops.push(rec.gemm(spec, &logits, &self.head_w, None, &rws.grad_out)?);
+        head_ops.extend(rec.gemm(spec, &logits, &self.head_w, None, &rws.grad_out)?);
 
         let mut update_ops = Vec::new();
         let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
         let params = [&self.rnn.params, &self.head_w, &self.head_b];
         for (i, slot) in self.slots.iter().enumerate() {
-            let dims = ReduceDims {
-                n: slot.len as u32,
-                off: 0,
-                slot: i as u32,
-                _pad: 0,
-            };
-            update_ops.push(rec.op(
-                Kernel::SumSq,
-                bytemuck::bytes_of(&dims),
-                &[grads[i], &self.norms],
-                [1, 1, 1],
-            )?);
+            update_ops.extend(rec.sum(true, (grads[i], 0, slot.len), &self.norms, i)?);
         }
         for (i, slot) in self.slots.iter().enumerate() {
             update_ops.push(Op::new(
