@@ -42,7 +42,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var k = 0u; k < hp.n_norms; k++) {
             total += norms[k];
         }
-        scale = min(1.0, hp.max_norm / (sqrt(total) + 1e-6));
+        // A NaN norm gives a NaN scale, as torch.nn.utils.clip_grad_norm_ (WGSL's min may
+        // return either operand for NaN, so it is tested on the bits).
+        let s = hp.max_norm / (sqrt(total) + 1e-6);
+        let nan = (bitcast<u32>(s) & 0x7fffffffu) > 0x7f800000u;
+        scale = select(min(1.0, s), s, nan);
     }
     let g = grads[hp.p_off + i] * scale;
     let p = hp.p_off + i;

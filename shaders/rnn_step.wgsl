@@ -43,13 +43,20 @@ const ROWS: u32 = 8u;    // batch rows per thread (and per workgroup)
 
 var<workgroup> h_tile: array<vec4<f32>, 128>; // [WG][2]: rows 0-3, rows 4-7 in the lanes
 
+// Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs):
+// relu(NaN) = NaN, tanh(+-inf) = +-1, tanh(NaN) = NaN. WGSL's max and clamp may return either
+// operand for NaN and a compiler may assume there is none, so NaN is tested on the bits.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn act(v: f32) -> f32 {
     if (dims.act == 1u) {
-        return max(v, 0.0);
+        return select(0.0, v, v > 0.0 || is_nan(v));
     }
     // Clamped: some drivers compute tanh as a ratio of exponentials that overflows to NaN;
     // tanh(15) rounds to 1.0 in f32 already.
-    return tanh(clamp(v, -15.0, 15.0));
+    return select(tanh(clamp(v, -15.0, 15.0)), v, is_nan(v));
 }
 
 @compute @workgroup_size(64, 1, 1)

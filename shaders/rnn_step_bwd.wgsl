@@ -42,9 +42,16 @@ const ROWS: u32 = 8u;
 
 var<workgroup> g_tile: array<vec4<f32>, 128>; // [WG][2]: rows 0-3, rows 4-7 in the lanes
 
+// Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs): relu's gradient is
+// blocked where y <= 0 and passes everywhere else, a NaN output included; tanh' = 1 - y^2 is
+// NaN for a NaN output. NaN is tested on the bits, since a compiler may assume there is none.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn act_grad(v: f32) -> f32 {
     if (dims.act == 1u) {
-        return select(0.0, 1.0, v > 0.0);
+        return select(1.0, 0.0, v <= 0.0 && !is_nan(v));
     }
     return 1.0 - v * v;
 }

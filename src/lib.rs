@@ -30,6 +30,27 @@
 //! Without a GPU, Mesa's software drivers work: lavapipe (Vulkan, Debian package
 //! `mesa-vulkan-drivers`) or llvmpipe (`WGPU_BACKEND=gl`).
 //!
+//! ## Rules every kernel and reader follows
+//!
+//! Three kinds of silent wrong answer are ruled out by rules, which new code follows:
+//!
+//! 1. **A loop budget per kernel invocation.** No loop of a WGSL kernel may run a number of
+//!    iterations that grows with the data (`T`, `B`, `input_size`): Mesa's software adapters
+//!    end an invocation's loops after 65,535 iterations without an error. Each kernel states
+//!    its count in [`gpu::kernels::budget`] and stays within a quarter of the cap; long
+//!    reductions are split across workgroups or dispatches and summed in a fixed order, and a
+//!    model size that only a loop growing with the model reaches (`hidden_size` of the step
+//!    kernels, the classes of the softmax) has a stated maximum, refused with [`Error::Limit`].
+//! 2. **PyTorch's non-finite semantics.** Inputs that are not finite (weights, `input`, `h0`,
+//!    `grad_output`) are an error naming the tensor. Values that become non-finite during the
+//!    computation propagate as in PyTorch's float32 CPU path, forward and backward:
+//!    `relu(NaN) = NaN`, relu's gradient is blocked only where its output is `<= 0`,
+//!    `tanh(±inf) = ±1`, `tanh(NaN) = NaN`, and a NaN gradient norm makes clipping's scale NaN.
+//!    WGSL promises nothing for NaN in `max`, `min` or `clamp` and lets a compiler assume
+//!    there is none, so kernels test NaN on the bits and choose with `select`.
+//! 3. **No hand-written parsers for standard formats.** CSV, safetensors and command lines are
+//!    read by well-kept crates (`csv`, `safetensors`, `clap`), never by splitting strings.
+//!
 //! ## Example
 //!
 //! ```

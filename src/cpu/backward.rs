@@ -17,15 +17,17 @@ pub struct Gradients<T = f32> {
     pub params: RnnParams<T>,
 }
 
-/// `act'(a)` expressed through the activation's output `y = act(a)`, as PyTorch computes it.
+/// `act'(a)` expressed through the activation's output `y = act(a)`, as PyTorch computes it:
+/// `tanh' = 1 - y²` (NaN for a NaN output); relu's gradient is blocked where `y <= 0` and
+/// passes everywhere else, a NaN output included (`threshold_backward`).
 pub(crate) fn act_grad<T: Float>(cell: Cell, y: T) -> T {
     match cell {
         Cell::RnnTanh => T::one() - y * y,
         Cell::RnnRelu => {
-            if y > T::zero() {
-                T::one()
-            } else {
+            if y <= T::zero() {
                 T::zero()
+            } else {
+                T::one()
             }
         }
     }

@@ -56,10 +56,19 @@ pub fn check_inputs<T: Float>(
     Ok((t, b))
 }
 
+/// The cell's nonlinearity, with PyTorch's float semantics for values that became
+/// non-finite during the computation: `relu(NaN) = NaN` (`max(NaN, 0)` would give 0),
+/// `tanh(±inf) = ±1`, `tanh(NaN) = NaN`.
 pub(crate) fn activate<T: Float>(cell: Cell, v: T) -> T {
     match cell {
         Cell::RnnTanh => v.tanh(),
-        Cell::RnnRelu => v.max(T::zero()),
+        Cell::RnnRelu => {
+            if v > T::zero() || v.is_nan() {
+                v
+            } else {
+                T::zero()
+            }
+        }
     }
 }
 

@@ -103,7 +103,12 @@ impl Optimizer {
 /// squared norm `‖g‖²`.
 pub fn clip_scale(squared_norm: f32, max_norm: Option<f32>) -> f32 {
     match max_norm {
-        Some(m) => (m / (squared_norm.sqrt() + 1e-6)).min(1.0),
+        // As torch.nn.utils.clip_grad_norm_: a NaN norm gives a NaN scale (f32::min would
+        // return 1 and hide it).
+        Some(m) => {
+            let s = m / (squared_norm.sqrt() + 1e-6);
+            if s.is_nan() { s } else { s.min(1.0) }
+        }
         None => 1.0,
     }
 }
