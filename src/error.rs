@@ -64,6 +64,17 @@ pub enum Error {
         /// The value found.
         value: f64,
     },
+    /// A finite f64 value in a file is too large in magnitude for f32 (files may store f64;
+    /// the engine computes in f32, so the value would become infinite).
+    #[error("{name}: value {value:e} at flat index {index} overflows float32")]
+    Overflow {
+        /// Tensor name.
+        name: String,
+        /// Flat (row-major) index of the first such element.
+        index: usize,
+        /// The value in the file.
+        value: f64,
+    },
     /// A model configuration that cannot be built.
     #[error("invalid configuration: {0}")]
     Config(String),

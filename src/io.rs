@@ -23,7 +23,8 @@ impl TensorFile {
     ///
     /// # Errors
     /// [`Error::Io`] when the file cannot be read, [`Error::Safetensors`] when it is not
-    /// safetensors, [`Error::Dtype`] for a tensor of another element type.
+    /// safetensors, [`Error::Dtype`] for a tensor of another element type,
+    /// [`Error::Overflow`] for a finite f64 value too large for f32.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -156,8 +157,22 @@ fn decode(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
             .collect(),
         Dtype::F64 => bytes
             .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
+            .enumerate()
+            .map(|(index, c)| {
+                let value = f64::from_le_bytes(c.try_into().expect("chunk of 8"));
+                let v = value as f32;
+                // NaN and infinities stay what they are (the finiteness checks name them);
+                // a finite value that only the cast makes infinite is reported here.
+                if value.is_finite() && !v.is_finite() {
+                    return Err(Error::Overflow {
+                        name: name.to_string(),
+                        index,
+                        value,
+                    });
+                }
+                Ok(v)
+            })
+            .collect::<Result<_>>()?,
         Dtype::F16 => bytes
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())

@@ -537,6 +537,130 @@ fn file_with_integer_dtype() {
     );
 }
 
+/// Safetensors bytes holding `tensors` as f64, values as given (not limited to f32's range).
+fn f64_file(tensors: &[(&str, Vec<usize>, Vec<f64>)]) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors.iter().zip(&bytes).map(|((name, shape, _), b)| {
+        (
+            name.to_string(),
+            TensorView::new(Dtype::F64, shape.clone(), b).unwrap(),
+        )
+    });
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// An f64 value that is finite but beyond f32's range is named as an overflow when the file
+/// is read (it used to become `inf` and be reported as a non-finite value).
+#[test]
+fn f64_values_that_overflow_float32() {
+    let file = good_file();
+    let as_f64 = |override_name: &str, index: usize, value: f64| {
+        let tensors: Vec<(&str, Vec<usize>, Vec<f64>)> = file
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                let mut d: Vec<f64> = t.data().iter().map(|&v| v as f64).collect();
+                if n == override_name {
+                    d[index] = value;
+                }
+                (n.as_str(), t.shape().to_vec(), d)
+            })
+            .collect();
+        f64_file(&tensors)
+    };
+    for value in [1e39, -1e39, f64::MAX] {
+        let tmp = TempPath::new("overflow.safetensors");
+        std::fs::write(tmp.path(), as_f64("weight_hh_l0", 3, value)).unwrap();
+        let err = RnnParams::load(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Overflow { name, index: 3, value: v } if name == "weight_hh_l0" && *v == value),
+            "{value}: {err:?}"
+        );
+    }
+    let tmp = TempPath::new("overflow.safetensors");
+    std::fs::write(tmp.path(), as_f64("weight_hh_l0", 3, 1e39)).unwrap();
+    let err = RnnParams::load(tmp.path()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "weight_hh_l0: value 1e39 at flat index 3 overflows float32"
+    );
+    // The largest f32, and what rounds to it, still load; true infinities stay non-finite.
+    for (value, loads) in [
+        (f32::MAX as f64, true),
+        (-(f32::MAX as f64), true),
+        (f64::INFINITY, false),
+    ] {
+        let tmp = TempPath::new("edge.safetensors");
+        std::fs::write(tmp.path(), as_f64("bias_hh_l1_reverse", 2, value)).unwrap();
+        let got = RnnParams::load(tmp.path());
+        if loads {
+            let p = got.unwrap_or_else(|e| panic!("{value}: {e}"));
+            let t = p.to_tensor_file().tensors["bias_hh_l1_reverse"].clone();
+            assert_eq!(t.data()[2] as f64, value);
+        } else {
+            let err = got.unwrap_err();
+            assert!(
+                matches!(&err, Error::NonFinite { name, index: 2, .. } if name == "bias_hh_l1_reverse"),
+                "{err:?}"
+            );
+            assert_msg(&err, &["non-finite value inf"]);
+        }
+    }
+    // Case files are read the same way: input, h0, grad_output.
+    for (name, shape) in [
+        ("input", vec![5, 2, 4]),
+        ("h0", vec![4, 2, 3]),
+        ("grad_output", vec![5, 2, 6]),
+    ] {
+        let n: usize = shape.iter().product();
+        let mut d = vec![0.25; n];
+        d[n - 1] = -2e40;
+        let tmp = TempPath::new("case.safetensors");
+        std::fs::write(tmp.path(), f64_file(&[(name, shape, d)])).unwrap();
+        let err = TensorFile::read(tmp.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{name}: value -2e40 at flat index {} overflows float32",
+                n - 1
+            )
+        );
+    }
+}
+
+/// `sample` names the argument that is wrong: an empty prime, or the temperature.
+#[test]
+fn sample_arguments() {
+    use rand::SeedableRng;
+    use wgpu_rnn::train::{SeqModel, Task, sample};
+    let model = SeqModel::new(
+        RnnConfig::new(Cell::RnnTanh, 5, 4),
+        Task::Tokens { vocab: 5 },
+        0,
+    )
+    .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let err = sample(&model, &[], 3, 0.8, &mut rng).unwrap_err();
+    assert_msg(&err, &["prime is empty"]);
+    assert!(!err.to_string().contains("temperature"), "{err}");
+    for (t, shown) in [
+        (0.0, "0"),
+        (-0.5, "-0.5"),
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "inf"),
+    ] {
+        let err = sample(&model, &[1, 2], 3, t, &mut rng).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid configuration: sample: temperature must be > 0, found {shown}")
+        );
+    }
+    assert_eq!(sample(&model, &[1, 2], 3, 1e-3, &mut rng).unwrap().len(), 3);
+}
+
 #[test]
 fn half_and_double_files_load() {
     let cfg = RnnConfig::new(Cell::RnnRelu, 4, 3)

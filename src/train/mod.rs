@@ -555,7 +555,7 @@ impl Trainer {
 ///
 /// # Errors
 /// [`Error::Config`] for a regression model, an empty prime, a token outside the vocabulary,
-/// or a temperature that is not positive.
+/// or a temperature that is not a positive finite number (each with its own message).
 pub fn sample(
     model: &SeqModel,
     prime: &[u32],
@@ -569,10 +569,15 @@ pub fn sample(
             "sample: the model predicts values, not tokens",
         ));
     };
-    if prime.is_empty() || temperature.is_nan() || temperature <= 0.0 {
+    if prime.is_empty() {
+        return Err(Error::config(
+            "sample: the prime is empty; it needs at least one token for the model to read",
+        ));
+    }
+    // Zero, negative, NaN and infinite temperatures are all refused (no greedy mode).
+    if !temperature.is_finite() || temperature <= 0.0 {
         return Err(Error::config(format!(
-            "sample: expected a non-empty prime and temperature > 0, found {} tokens and {temperature}",
-            prime.len()
+            "sample: temperature must be > 0, found {temperature}"
         )));
     }
     if let Some(&bad) = prime.iter().find(|&&p| p as usize >= vocab) {
