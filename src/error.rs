@@ -87,6 +87,29 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A text file (a training text, a CSV file) is not valid UTF-8.
+    #[error(
+        "{path}: not valid UTF-8: the first invalid byte sequence is at byte offset {offset} \
+         (line {line})"
+    )]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first invalid sequence ([`std::str::Utf8Error::valid_up_to`]).
+        offset: usize,
+        /// The 1-based line it is on.
+        line: usize,
+    },
+    /// A data file (a CSV file) has content that cannot be used: an unknown column, a
+    /// missing or non-numeric cell. The message names the line and column.
+    #[error("{path}: {message}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where, for example
+        /// `line 4, column 3 "humidity" (counting from 1): "20,37" is not a number`.
+        message: String,
+    },
     /// A file is not valid safetensors.
     #[error("{path}: not a valid safetensors file: {message}")]
     Safetensors {
@@ -150,6 +173,16 @@ impl Error {
     /// Shorthand for [`Error::Config`].
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config(message.into())
+    }
+
+    /// [`Error::NotUtf8`] for `bytes` read from `path`, from the decoder's error.
+    pub(crate) fn not_utf8(path: impl Into<PathBuf>, bytes: &[u8], e: std::str::Utf8Error) -> Self {
+        let offset = e.valid_up_to();
+        Error::NotUtf8 {
+            path: path.into(),
+            offset,
+            line: 1 + bytes[..offset].iter().filter(|&&b| b == b'\n').count(),
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

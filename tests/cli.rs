@@ -274,3 +274,166 @@ fn train_sample_and_predict_run_end_to_end() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Trains a tiny character model on the CPU into `dir` and returns its checkpoint.
+fn tiny_checkpoint(dir: &std::path::Path) -> PathBuf {
+    let r = cli(&[
+        "train",
+        "--steps",
+        "2",
+        "--hidden",
+        "4",
+        "--batch",
+        "2",
+        "--seq",
+        "8",
+        "--eval-every",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    dir.join("checkpoint.safetensors")
+}
+
+/// Runs the binary, expecting failure without a panic; returns stderr.
+#[track_caller]
+fn fails(args: &[&str]) -> String {
+    let r = cli(args);
+    let err = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert!(!r.status.success(), "{args:?} should fail");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    err
+}
+
+#[test]
+fn sample_names_the_argument_that_is_wrong() {
+    let dir = tmp("sample-args");
+    let ckpt = tiny_checkpoint(&dir);
+    let c = ckpt.to_str().unwrap();
+    let err = fails(&["sample", "--checkpoint", c, "--temperature", "0"]);
+    assert_eq!(
+        err.trim(),
+        "error: invalid configuration: sample: temperature must be > 0, found 0"
+    );
+    let err = fails(&["sample", "--checkpoint", c, "--temperature=-1"]);
+    assert!(err.contains("temperature must be > 0, found -1"), "{err}");
+    let err = fails(&["sample", "--checkpoint", c, "--prime", ""]);
+    assert!(
+        err.contains("prime is empty") && !err.contains("temperature"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_text_that_is_not_utf8_is_named_once_with_its_offset() {
+    let dir = tmp("not-utf8");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("latin1.txt");
+    // "caf\xe9" in Latin-1: the é is byte 14, on line 2.
+    std::fs::write(&text, b"first line\ncaf\xe9 au lait\n").unwrap();
+    let t = text.to_str().unwrap();
+    let err = fails(&["train", "--text", t, "--steps", "1", "--device", "cpu"]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {t}: not valid UTF-8: the first invalid byte sequence is at byte offset 14 \
+             (line 2)"
+        )
+    );
+    // The operating system's message is printed once too (it used to repeat as the cause).
+    let missing = dir.join("missing.txt");
+    let err = fails(&[
+        "train",
+        "--text",
+        missing.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing.txt: "), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `predict --csv`: quoted cells, other delimiters, and cells that are not numbers.
+#[test]
+fn predict_reads_csv_through_a_parser() {
+    let dir = tmp("predict-csv");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Humidity around 70, temperature around 20; the city names hold commas.
+    let mut text = String::from("city,temp,humidity\r\n");
+    let mut tsv = String::from("\u{feff}temp\thumidity\n");
+    for i in 0..60 {
+        let (temp, hum) = (20.0 + (i as f32 * 0.3).sin(), 70.0 + (i as f32 * 0.2).cos());
+        text.push_str(&format!("\"Paris, FR {i}\",{temp},{hum}\r\n"));
+        tsv.push_str(&format!("{temp}\t{hum}\n"));
+    }
+    let csv = dir.join("cities.csv");
+    std::fs::write(&csv, &text).unwrap();
+    let tsv_path = dir.join("cities.tsv");
+    std::fs::write(&tsv_path, &tsv).unwrap();
+    let out = dir.join("out");
+    let run = |file: &PathBuf, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--csv",
+            file.to_str().unwrap(),
+            "--column",
+            "humidity",
+            "--steps",
+            "2",
+            "--hidden",
+            "4",
+            "--batch",
+            "2",
+            "--seq",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let r = cli(&args);
+        assert!(
+            r.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let meta = TensorFile::read(out.join("checkpoint.safetensors"))
+            .unwrap()
+            .metadata;
+        meta["series.mean"].parse::<f32>().unwrap()
+    };
+    for (file, extra) in [
+        (&csv, vec![]),
+        (&tsv_path, vec!["--delimiter", "\\t"]),
+        (&tsv_path, vec!["--delimiter", "tab"]),
+    ] {
+        let mean = run(file, &extra);
+        assert!(
+            (69.0..71.0).contains(&mean),
+            "{file:?} {extra:?}: trained on a series of mean {mean}, not the humidity"
+        );
+    }
+    // A multi-character or multi-byte delimiter is refused by the argument parser.
+    for (d, part) in [(";;", "2 characters"), ("§", "2 bytes")] {
+        let err = fails(&["predict", "--csv", "x.csv", "--delimiter", d]);
+        assert!(err.contains("--delimiter") && err.contains(part), "{err}");
+    }
+    // A quoted decimal comma is a cell that is not a number, named with its place.
+    let bad = dir.join("decimal.csv");
+    std::fs::write(&bad, "day,temp\nd0,\"20,37\"\nd1,21\n").unwrap();
+    let b = bad.to_str().unwrap();
+    let err = fails(&["predict", "--csv", b, "--column", "temp", "--device", "cpu"]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {b}: line 2, column 2 \"temp\" (counting from 1): \"20,37\" is not a number"
+        )
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

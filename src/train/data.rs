@@ -1,11 +1,27 @@
 //! Character-level text data: vocabulary, splits, random training windows and the
 //! consecutive validation windows.
 
+use std::path::Path;
+
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::train::Batch;
+
+/// Reads a UTF-8 text file.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read; [`Error::NotUtf8`] naming the byte offset (and line)
+/// of the first invalid sequence.
+pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => Err(Error::not_utf8(path, e.as_bytes(), e.utf8_error())),
+    }
+}
 
 /// The built-in corpus (a short story written for this project), for runs without `--text`.
 pub const BUILTIN_TEXT: &str = include_str!("corpus.txt");

@@ -117,6 +117,10 @@ enum Command {
         /// Column of the CSV: 0-based index or header name.
         #[arg(long, default_value = "0")]
         column: String,
+        /// Cell separator of the CSV: one single-byte character such as `;` or `|`, or `\t`
+        /// (also `tab`) for tab-separated files.
+        #[arg(long, default_value = ",", value_parser = delimiter_arg)]
+        delimiter: u8,
         #[command(flatten)]
         hyper: train::Hyper,
     },
@@ -133,6 +137,14 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+}
+
+/// `--delimiter`, checked by [`wgpu_rnn::train::series::parse_delimiter`].
+fn delimiter_arg(s: &str) -> std::result::Result<u8, String> {
+    wgpu_rnn::train::series::parse_delimiter(s).map_err(|e| match e {
+        wgpu_rnn::Error::Config(message) => message,
+        other => other.to_string(),
+    })
 }
 
 fn open_device(kind: DeviceKind, adapter: &AdapterArgs) -> Result<Device> {
@@ -237,9 +249,14 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Predict { csv, column, hyper }) => {
+        Some(Command::Predict {
+            csv,
+            column,
+            delimiter,
+            hyper,
+        }) => {
             let device = open_device(hyper.device, &cli.adapter)?;
-            train::predict(&hyper, csv.as_deref(), &column, &device)
+            train::predict(&hyper, csv.as_deref(), &column, delimiter, &device)
         }
         Some(Command::Bench {
             repeats,
@@ -267,10 +284,17 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The crate's messages already end with their cause (`Error::Io` is
+            // "{path}: {source}"), so a cause is printed only when it adds something:
+            // printing every source repeated the operating system's message.
+            let message = e.to_string();
+            eprintln!("error: {message}");
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                let cause = s.to_string();
+                if !message.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
                 source = s.source();
             }
             ExitCode::FAILURE

@@ -265,13 +265,7 @@ pub fn plot_losses(
 /// `wgpu-rnn train`: a character language model.
 pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) -> Result<()> {
     let (text, source) = match text {
-        Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| Error::Io {
-                path: p.to_path_buf(),
-                source: e,
-            })?,
-            p.display().to_string(),
-        ),
+        Some(p) => (data::read_text(p)?, p.display().to_string()),
         None => (
             data::BUILTIN_TEXT.to_string(),
             "the built-in corpus".to_string(),
@@ -408,10 +402,16 @@ pub fn sample(
 }
 
 /// `wgpu-rnn predict`: one-step-ahead forecasting of a series.
-pub fn predict(hyper: &Hyper, csv: Option<&Path>, column: &str, device: &Device) -> Result<()> {
+pub fn predict(
+    hyper: &Hyper,
+    csv: Option<&Path>,
+    column: &str,
+    delimiter: u8,
+    device: &Device,
+) -> Result<()> {
     let (values, source) = match csv {
         Some(p) => (
-            series::read_csv_column(p, column)?,
+            series::read_csv_column(p, column, delimiter)?,
             format!("{} column {column}", p.display()),
         ),
         None => (
