@@ -213,12 +213,21 @@ impl GpuContext {
         // A software adapter (lavapipe, llvmpipe) runs workgroups on the host's cores: a few
         // per core keep them busy, and every split costs it a pass over memory. A real GPU
         // needs a couple of workgroups on each of 100+ compute units (an H200 has 132).
-        let fill = match info.device_type {
-            wgpu::DeviceType::Cpu => {
-                2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-            }
-            _ => 256,
-        };
+        // WGPU_RNN_FILL_WORKGROUPS overrides the rule, to measure one against the other.
+        let fill = match std::env::var("WGPU_RNN_FILL_WORKGROUPS").ok() {
+            Some(v) => v.trim().parse::<usize>().map_err(|_| {
+                Error::config(format!(
+                    "WGPU_RNN_FILL_WORKGROUPS: expected a positive integer, found {v:?}"
+                ))
+            })?,
+            None => match info.device_type {
+                wgpu::DeviceType::Cpu => {
+                    2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                }
+                _ => 256,
+            },
+        }
+        .max(1);
         Ok(Arc::new(GpuContext {
             fill,
             adapter,
@@ -232,8 +241,9 @@ impl GpuContext {
     }
 
     /// The workgroups a dispatch should have to keep this adapter busy: 2 per host core on a
-    /// software adapter, 256 on a GPU. Reductions (split-K GEMMs, column sums) are split
-    /// across workgroups until they reach it; results stay deterministic on one adapter.
+    /// software adapter, 256 on a GPU, or the value of `WGPU_RNN_FILL_WORKGROUPS`. Reductions
+    /// (split-K GEMMs, column sums) are split across workgroups until they reach it; results
+    /// stay deterministic for one adapter and one value.
     pub fn fill_workgroups(&self) -> usize {
         self.fill
     }
