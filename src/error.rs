@@ -139,7 +139,7 @@ pub enum Error {
         message: String,
     },
     /// A size exceeds a device limit. Checked before anything is allocated.
-    #[error("{what}: needs {limit} = {needed}, but the device allows at most {max}")]
+    #[error("{what}: needs {limit} = {needed}, but at most {max} is supported")]
     Limit {
         /// What was being sized (for example `"buffer output"`).
         what: String,
