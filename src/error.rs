@@ -138,16 +138,18 @@ pub enum Error {
         /// wgpu's message.
         message: String,
     },
-    /// A size exceeds a device limit. Checked before anything is allocated.
+    /// A size exceeds a device limit, or the largest size a kernel supports within its loop
+    /// budget (`gpu::kernels::budget`). Checked before anything is allocated or dispatched.
     #[error("{what}: needs {limit} = {needed}, but at most {max} is supported")]
     Limit {
         /// What was being sized (for example `"buffer output"`).
         what: String,
-        /// The wgpu limit's name (for example `max_storage_buffer_binding_size`).
+        /// The limit's name (a wgpu limit such as `max_storage_buffer_binding_size`, or the
+        /// kernel limit).
         limit: &'static str,
         /// The amount needed.
         needed: u64,
-        /// The device's maximum.
+        /// The largest amount allowed.
         max: u64,
     },
     /// The GPU reported an error while running (validation, out of memory, lost device).
