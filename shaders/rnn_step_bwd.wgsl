@@ -1,5 +1,5 @@
 // One reverse-time step of backpropagation through an Elman layer, both directions at once:
-//   da_t[b, j] = (dy_t[b, j] + sum_k da_next[b, k] * W_hh[d][k, j]) * act'(y_t[b, j])
+//   da_t[b, j] = act'(y_t[b, j]) applied to (dy_t[b, j] + sum_k da_next[b, k] * W_hh[d][k, j])
 // where da_next is the gate gradient of the step processed just before in reverse time
 // (t + 1 for the forward direction, t - 1 for the reverse one), or grad_h_n at the first
 // backward step (then W_hh is not applied: dh_T = grad_h_n directly). act' is taken from the
@@ -42,18 +42,19 @@ const ROWS: u32 = 8u;
 
 var<workgroup> g_tile: array<vec4<f32>, 128>; // [WG][2]: rows 0-3, rows 4-7 in the lanes
 
-// Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs): relu's gradient is
-// blocked where y <= 0 and passes everywhere else, a NaN output included; tanh' = 1 - y^2 is
-// NaN for a NaN output. NaN is tested on the bits, since a compiler may assume there is none.
+// The gradient g through the activation, from its output y. Non-finite values follow PyTorch
+// (rule 2 of the crate docs, src/lib.rs): relu selects (threshold_backward): 0 where y <= 0,
+// even for an infinite or NaN g, and g everywhere else, a NaN output included; tanh multiplies,
+// g * (1 - y^2). NaN is tested on the bits, since a compiler may assume there is none.
 fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
-fn act_grad(v: f32) -> f32 {
+fn act_backward(y: f32, g: f32) -> f32 {
     if (dims.act == 1u) {
-        return select(1.0, 0.0, v <= 0.0 && !is_nan(v));
+        return select(g, 0.0, y <= 0.0 && !is_nan(y));
     }
-    return 1.0 - v * v;
+    return g * (1.0 - y * y);
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -155,6 +156,6 @@ fn finish(t: u32, d: u32, bb: u32, j: u32, acc: vec4<f32>, first: bool) {
             carry = grad_h_n[((dims.state0 + d) * batch + bb) * hid + jj];
         }
         let o = (t * batch + bb) * dims.dirs * hid + d * hid + jj;
-        grad_a[o] = (grad_y[o] + carry) * act_grad(y[o]);
+        grad_a[o] = act_backward(y[o], grad_y[o] + carry);
     }
 }

@@ -165,3 +165,81 @@ fn clipping_scale_of_a_nan_norm_is_nan() {
         1.0 / (2.0 + 1e-6)
     );
 }
+
+/// relu's backward selects rather than multiplies (PyTorch's `threshold_backward`): where the
+/// output is `<= 0` the gradient is 0 even when the incoming gradient is infinite, which a
+/// multiplication by 0 would turn into NaN. relu, I = H = 1, no bias, W_ih = 1, W_hh = 1e30,
+/// x = [-1, 1], grad_output = [1, 1e30]: y = [0, 1]; δa_1 = 1e30, the gradient carried to
+/// step 0 is 1 + 1e60 = inf, blocked there since y_0 = 0. PyTorch: grad.input = [0, 1e30],
+/// grad.weight_ih = 1e30, grad.weight_hh = 0, grad.h0 = 0.
+#[test]
+fn relu_blocks_an_infinite_gradient_where_its_output_is_zero() {
+    let cfg = RnnConfig::new(Cell::RnnRelu, 1, 1).bias(false);
+    let layer = LayerParams {
+        w_ih: Tensor::full(&[1, 1], 1.0),
+        w_hh: Tensor::full(&[1, 1], 1e30),
+        b_ih: None,
+        b_hh: None,
+    };
+    let params = RnnParams::new(cfg, vec![layer]).unwrap();
+    let x = Tensor::new(vec![2, 1, 1], vec![-1.0, 1.0]).unwrap();
+    let dy = Tensor::new(vec![2, 1, 1], vec![1.0, 1e30]).unwrap();
+    for device in devices() {
+        let what = device.describe();
+        let mut rnn = Rnn::new(params.clone(), &device).unwrap();
+        let out = rnn.forward(&x, None).unwrap();
+        assert_same(&format!("{what}: output"), out.output.data(), &[0.0, 1.0]);
+        let g = rnn.backward(&dy, None).unwrap();
+        assert_same(&format!("{what}: grad.input"), g.input.data(), &[0.0, 1e30]);
+        let l = &g.params.layers()[0];
+        assert_same(
+            &format!("{what}: grad.weight_ih_l0"),
+            l.w_ih.data(),
+            &[1e30],
+        );
+        assert_same(&format!("{what}: grad.weight_hh_l0"), l.w_hh.data(), &[0.0]);
+        assert_same(&format!("{what}: grad.h0"), g.h0.data(), &[0.0]);
+    }
+}
+
+/// A training step whose loss is NaN, with clipping: the gradient norm is NaN, so
+/// clip_grad_norm_'s scale is NaN and every parameter becomes NaN, as in PyTorch, including
+/// the embedding columns of tokens that never occur (gradient exactly 0, and 0·NaN = NaN).
+/// A scale of min(1, NaN) = 1 would have left those columns finite.
+#[test]
+fn clipping_with_a_nan_gradient_norm_makes_every_parameter_nan() {
+    use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
+    let vocab = 5;
+    let cfg = RnnConfig::new(Cell::RnnRelu, vocab, 2);
+    let mut model = SeqModel::new(cfg, Task::Tokens { vocab }, 1).unwrap();
+    // The state grows by 1e30 a step: inf at step 3, then NaN (0·inf off the diagonal).
+    for layer in model.rnn.layers_mut() {
+        layer.w_ih = Tensor::full(&[2, vocab], 0.5);
+        layer.w_hh = Tensor::new(vec![2, 2], vec![1e30, 0.0, 0.0, 1e30]).unwrap();
+    }
+    let batch = Batch::Tokens {
+        t: 6,
+        b: 1,
+        inputs: vec![0, 1, 0, 1, 0, 1],
+        targets: vec![1, 0, 1, 0, 1, 0],
+    };
+    let tc = TrainConfig {
+        optimizer: Optimizer::sgd(0.1, 0.0),
+        clip_norm: Some(1.0),
+    };
+    for device in devices() {
+        let what = device.describe();
+        let mut tr = Trainer::new(TrainState::new(model.clone()), tc, &device).unwrap();
+        tr.step(&batch, false).unwrap();
+        assert!(tr.loss().unwrap().is_nan(), "{what}: the loss is NaN");
+        let state = tr.state().unwrap();
+        for (name, t) in state.model.rnn.to_tensor_file().tensors {
+            let data: &[f32] = t.data();
+            assert!(data.iter().all(|v| v.is_nan()), "{what}: {name} = {data:?}");
+        }
+        assert!(
+            state.model.head_w.data().iter().all(|v| v.is_nan()),
+            "{what}: head weight"
+        );
+    }
+}

@@ -17,17 +17,18 @@ pub struct Gradients<T = f32> {
     pub params: RnnParams<T>,
 }
 
-/// `act'(a)` expressed through the activation's output `y = act(a)`, as PyTorch computes it:
-/// `tanh' = 1 - y²` (NaN for a NaN output); relu's gradient is blocked where `y <= 0` and
-/// passes everywhere else, a NaN output included (`threshold_backward`).
-pub(crate) fn act_grad<T: Float>(cell: Cell, y: T) -> T {
+/// The gradient `g` through the activation, from its output `y = act(a)`, as PyTorch computes
+/// it: tanh multiplies, `g·(1 - y²)` (NaN for a NaN output, or for an infinite `g` at
+/// `y = ±1`); relu selects (`threshold_backward`): 0 where `y <= 0`, whatever `g` is (inf or
+/// NaN included), and `g` everywhere else, a NaN output included.
+pub(crate) fn act_backward<T: Float>(cell: Cell, y: T, g: T) -> T {
     match cell {
-        Cell::RnnTanh => T::one() - y * y,
+        Cell::RnnTanh => g * (T::one() - y * y),
         Cell::RnnRelu => {
             if y <= T::zero() {
                 T::zero()
             } else {
-                T::one()
+                g
             }
         }
     }
@@ -65,6 +66,10 @@ pub fn backward<T: Float>(
     grad_h_n: Option<&Tensor<T>>,
 ) -> Result<Gradients<T>> {
     check_inputs(params.config(), input, h0)?;
+    grad_output.expect_finite("grad_output")?;
+    if let Some(g) = grad_h_n {
+        g.expect_finite("grad_h_n")?;
+    }
     let (grad_input, h0, params) = backward_input(
         params,
         Input::Dense(input),
@@ -108,11 +113,11 @@ pub(crate) fn backward_input<T: Float>(
     for (l, y) in layer_outputs.iter().enumerate() {
         y.expect_shape(&format!("layer output {l}"), &[t_len, b, dh])?;
     }
+    // Shapes only: finiteness is a property of a caller's input ([`backward`] checks it), not
+    // of a gradient computed inside a training step, which propagates NaN as PyTorch does.
     grad_output.expect_shape("grad_output", &[t_len, b, dh])?;
-    grad_output.expect_finite("grad_output")?;
     if let Some(g) = grad_h_n {
         g.expect_shape("grad_h_n", &[ld_n, b, h])?;
-        g.expect_finite("grad_h_n")?;
     }
     let zero_h0;
     let h0 = match h0 {
@@ -161,7 +166,7 @@ pub(crate) fn backward_input<T: Float>(
                     let o = (t * b + bi) * dh + d * h;
                     for j in 0..h {
                         let g = d_y.data()[o + j] + carry[bi * h + j];
-                        let v = g * act_grad(cfg.cell, y.data()[o + j]);
+                        let v = act_backward(cfg.cell, y.data()[o + j], g);
                         d_a[(t * b + bi) * h + j] = v;
                         dh_vec[bi * h + j] = v;
                     }
