@@ -210,24 +210,27 @@ impl GpuContext {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }));
-        // A software adapter (lavapipe, llvmpipe) runs workgroups on the host's cores: a few
-        // per core keep them busy, and every split costs it a pass over memory. A real GPU
-        // needs a couple of workgroups on each of 100+ compute units (an H200 has 132).
-        // WGPU_RNN_FILL_WORKGROUPS overrides the rule, to measure one against the other.
+        // A software adapter (lavapipe, llvmpipe) runs workgroups on the host's few cores, and
+        // every split costs it a pass over memory: 4 (measured on lavapipe with 2 cores; a
+        // constant, not the core count, so that results do not change with a CPU quota). A
+        // real GPU needs a couple of workgroups on each of 100+ compute units (an H200 has
+        // 132). WGPU_RNN_FILL_WORKGROUPS overrides the rule, to time one against the other.
         let fill = match std::env::var("WGPU_RNN_FILL_WORKGROUPS").ok() {
-            Some(v) => v.trim().parse::<usize>().map_err(|_| {
-                Error::config(format!(
-                    "WGPU_RNN_FILL_WORKGROUPS: expected a positive integer, found {v:?}"
-                ))
-            })?,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&f| f > 0)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "WGPU_RNN_FILL_WORKGROUPS: expected a positive integer, found {v:?}"
+                    ))
+                })?,
             None => match info.device_type {
-                wgpu::DeviceType::Cpu => {
-                    2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-                }
+                wgpu::DeviceType::Cpu => 4,
                 _ => 256,
             },
-        }
-        .max(1);
+        };
         Ok(Arc::new(GpuContext {
             fill,
             adapter,
@@ -240,10 +243,11 @@ impl GpuContext {
         }))
     }
 
-    /// The workgroups a dispatch should have to keep this adapter busy: 2 per host core on a
-    /// software adapter, 256 on a GPU, or the value of `WGPU_RNN_FILL_WORKGROUPS`. Reductions
-    /// (split-K GEMMs, column sums) are split across workgroups until they reach it; results
-    /// stay deterministic for one adapter and one value.
+    /// The workgroups a dispatch should have to keep this adapter busy: 4 on a software
+    /// adapter, 256 on a GPU, or the value of `WGPU_RNN_FILL_WORKGROUPS`. A reduction whose
+    /// output has fewer tiles than this is split across workgroups, up to this many in all
+    /// (fewer when the reduction is short); results are bit-identical run after run on one
+    /// adapter with one value.
     pub fn fill_workgroups(&self) -> usize {
         self.fill
     }

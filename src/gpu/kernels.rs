@@ -27,7 +27,7 @@ pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 
 /// Most storage buffers any kernel binds (the step kernel: 5).
 pub(crate) const MAX_STORAGE_BINDINGS: u32 = 5;
-/// Most invocations of any kernel's workgroup (the one-workgroup reductions: 256).
+/// Most invocations of any kernel's workgroup (the reductions: 256).
 pub(crate) const MAX_INVOCATIONS: u32 = 256;
 /// Output tile of the GEMM kernel (rows and columns per workgroup).
 pub(crate) const GEMM_TILE: u32 = 64;
