@@ -316,10 +316,13 @@ fn sample_names_the_argument_that_is_wrong() {
     let err = fails(&["sample", "--checkpoint", c, "--temperature", "0"]);
     assert_eq!(
         err.trim(),
-        "error: invalid configuration: sample: temperature must be > 0, found 0"
+        "error: invalid configuration: sample: temperature must be a finite number > 0, found 0"
     );
     let err = fails(&["sample", "--checkpoint", c, "--temperature=-1"]);
-    assert!(err.contains("temperature must be > 0, found -1"), "{err}");
+    assert!(
+        err.contains("temperature must be a finite number > 0, found -1"),
+        "{err}"
+    );
     let err = fails(&["sample", "--checkpoint", c, "--prime", ""]);
     assert!(
         err.contains("prime is empty") && !err.contains("temperature"),

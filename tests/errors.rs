@@ -655,7 +655,9 @@ fn sample_arguments() {
         let err = sample(&model, &[1, 2], 3, t, &mut rng).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("invalid configuration: sample: temperature must be > 0, found {shown}")
+            format!(
+                "invalid configuration: sample: temperature must be a finite number > 0, found {shown}"
+            )
         );
     }
     assert_eq!(sample(&model, &[1, 2], 3, 1e-3, &mut rng).unwrap().len(), 3);

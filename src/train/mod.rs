@@ -577,7 +577,7 @@ pub fn sample(
     // Zero, negative, NaN and infinite temperatures are all refused (no greedy mode).
     if !temperature.is_finite() || temperature <= 0.0 {
         return Err(Error::config(format!(
-            "sample: temperature must be > 0, found {temperature}"
+            "sample: temperature must be a finite number > 0, found {temperature}"
         )));
     }
     if let Some(&bad) = prime.iter().find(|&&p| p as usize >= vocab) {

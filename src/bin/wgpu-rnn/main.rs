@@ -115,11 +115,11 @@ enum Command {
         #[arg(long)]
         csv: Option<PathBuf>,
         /// Column of the CSV: 0-based index or header name.
-        #[arg(long, default_value = "0")]
+        #[arg(long, default_value = "0", requires = "csv")]
         column: String,
         /// Cell separator of the CSV: one single-byte character such as `;` or `|`, or `\t`
         /// (also `tab`) for tab-separated files.
-        #[arg(long, default_value = ",", value_parser = delimiter_arg)]
+        #[arg(long, default_value = ",", value_parser = delimiter_arg, requires = "csv")]
         delimiter: u8,
         #[command(flatten)]
         hyper: train::Hyper,
