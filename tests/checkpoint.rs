@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wgpu_rnn::train::checkpoint::Checkpoint;
 use wgpu_rnn::train::data::{self, CharCorpus};
-use wgpu_rnn::train::{Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
+use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
 use wgpu_rnn::{Cell, Device, RnnConfig};
 
 fn run(
@@ -126,5 +126,65 @@ fn a_checkpoint_with_bad_metadata_is_a_clear_error() {
     file.write(&path).unwrap();
     let err = Checkpoint::load(&path).unwrap_err().to_string();
     assert!(err.contains("optim.m2"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_mean_square_checkpoint_round_trips_without_a_head() {
+    // The headless benchmark task: no head tensors in the file (the `rnn.` tensors load into
+    // a bare nn.RNN), the task and the empty head restored, and a resumed run continues the
+    // uninterrupted one exactly.
+    let dir = std::env::temp_dir().join(format!("wgpu-rnn-ckpt-ms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = RnnConfig::new(Cell::RnnRelu, 3, 10)
+        .layers(2)
+        .bidirectional(true);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::adam(1e-2),
+        clip_norm: Some(0.5),
+    };
+    let batches: Vec<Batch> = (0..6)
+        .map(|i| Batch::input_only(common::random(&[7, 3, 3], 1.0, 40 + i)))
+        .collect();
+    let run = |device: &Device, state: TrainState, from: usize, to: usize| {
+        let mut tr = Trainer::new(state, cfg, device).unwrap();
+        for b in &batches[from..to] {
+            tr.step(b, false).unwrap();
+        }
+        tr.state().unwrap()
+    };
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let model = SeqModel::new(config, Task::MeanSquare, 3).unwrap();
+        let full = run(&device, TrainState::new(model.clone()), 0, 6);
+        let half = run(&device, TrainState::new(model), 0, 2);
+        let path = dir.join(format!("ms-{}.safetensors", matches!(device, Device::Cpu)));
+        Checkpoint {
+            state: half.clone(),
+            train: cfg,
+            rng: ChaCha8Rng::seed_from_u64(1),
+            meta: BTreeMap::new(),
+        }
+        .save(&path)
+        .unwrap();
+        let file = wgpu_rnn::TensorFile::read(&path).unwrap();
+        assert!(!file.tensors.keys().any(|k| k.starts_with("head.")));
+        assert_eq!(file.metadata["task"], "mean_square");
+        let c = Checkpoint::load(&path).unwrap();
+        assert_eq!(c.state, half, "{}", device.describe());
+        assert_eq!(c.state.model.task, Task::MeanSquare);
+        assert_eq!(c.state.model.head_w.shape(), &[0, 20]);
+        let resumed = run(&device, c.state, 2, 6);
+        assert!(
+            resumed == full,
+            "{}: resumed run differs",
+            device.describe()
+        );
+        // A mean_square checkpoint that claims outputs is refused.
+        let mut file = wgpu_rnn::TensorFile::read(&path).unwrap();
+        file.metadata.insert("outputs".into(), "2".into());
+        file.write(&path).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(err.contains("no head") && err.contains("outputs"), "{err}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -6,7 +6,7 @@ mod common;
 use wgpu_rnn::train::{
     Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer, clip_scale, update,
 };
-use wgpu_rnn::{Cell, Device, RnnConfig, Tensor};
+use wgpu_rnn::{Cell, Device, RnnConfig, Tensor, TensorFile};
 
 fn token_batch(t: usize, b: usize, vocab: u32, seed: u64) -> Batch {
     let x: Tensor = common::random(&[t * b + b], 1.0, seed);
@@ -315,4 +315,238 @@ fn the_profile_times_every_dispatch_of_a_step() {
                 .all(|b| (b.kernel, b.groups) != (a.kernel, a.groups))
         );
     }
+}
+
+/// The headless models of [`Task::MeanSquare`] (the benchmark's training step) at awkward
+/// sizes, with their batches.
+fn mean_square_models() -> Vec<(SeqModel, Batch, &'static str)> {
+    let bidir = RnnConfig::new(Cell::RnnTanh, 5, 17)
+        .layers(2)
+        .bidirectional(true);
+    let relu = RnnConfig::new(Cell::RnnRelu, 3, 65).bias(false);
+    let batch = |t: usize, b: usize, i: usize, seed: u64| {
+        Batch::input_only(common::random(&[t, b, i], 1.0, seed))
+    };
+    vec![
+        (
+            SeqModel::new(bidir, Task::MeanSquare, 1).unwrap(),
+            batch(9, 5, 5, 3),
+            "mean square, tanh, 2 layers, bidirectional",
+        ),
+        (
+            SeqModel::new(relu, Task::MeanSquare, 2).unwrap(),
+            batch(13, 3, 3, 4),
+            "mean square, relu, no bias",
+        ),
+    ]
+}
+
+fn input_of(batch: &Batch) -> &Tensor {
+    match batch {
+        Batch::Values { input, .. } => input,
+        Batch::Tokens { .. } => unreachable!("mean-square batches are values"),
+    }
+}
+
+/// `mean(y²)` and `∂/∂θ mean(y²)` by parameter name (PyTorch's `y.pow(2).mean().backward()`),
+/// in f64 on the CPU: forward, `grad_output = 2y/N`, BPTT.
+fn mean_square_reference(model: &SeqModel, input: &Tensor) -> (f64, TensorFile) {
+    let p = model.rnn.cast::<f64>();
+    let x = input.cast::<f64>();
+    let (out, ys) = wgpu_rnn::cpu::forward_trace(&p, &x, None).unwrap();
+    let n = out.output.len() as f64;
+    let loss = out.output.data().iter().map(|v| v * v).sum::<f64>() / n;
+    let grad_out = out.output.map(|v| 2.0 * v / n);
+    let g = wgpu_rnn::cpu::backward(&p, &x, None, &ys, &grad_out, None).unwrap();
+    (loss, g.params.to_tensor_file())
+}
+
+#[test]
+fn mean_square_models_have_no_head() {
+    for (model, batch, what) in mean_square_models() {
+        let dh = model.config().output_size();
+        assert_eq!(model.task.outputs(), 0, "{what}");
+        assert!(!model.task.has_head());
+        assert_eq!(model.head_w.shape(), &[0, dh], "{what}");
+        assert_eq!(model.head_b.shape(), &[0], "{what}");
+        assert_eq!(
+            model.num_params(),
+            model
+                .rnn
+                .to_tensor_file()
+                .tensors
+                .values()
+                .map(Tensor::len)
+                .sum::<usize>(),
+            "{what}"
+        );
+        let (t, b) = model.check_batch(&batch).unwrap();
+        // A target with features, or tokens, does not fit the task.
+        let input = input_of(&batch).clone();
+        let bad = Batch::Values {
+            input,
+            target: Tensor::zeros(&[t, b, 1]),
+        };
+        let err = model.check_batch(&bad).unwrap_err();
+        common::assert_msg(&err, &["target", &format!("[{t}, {b}, 0]")]);
+        let tokens = Batch::Tokens {
+            t: 1,
+            b: 1,
+            inputs: vec![0],
+            targets: vec![0],
+        };
+        assert!(model.check_batch(&tokens).is_err());
+    }
+}
+
+#[test]
+fn mean_square_loss_is_the_mean_of_the_squared_output() {
+    let gpu = Device::Gpu(common::gpu());
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(1e-3, 0.0),
+        clip_norm: None,
+    };
+    for (model, batch, what) in mean_square_models() {
+        let input = input_of(&batch);
+        let (want, _) = mean_square_reference(&model, input);
+        // From the f32 forward of the public model API, summed in f64.
+        let mut rnn = wgpu_rnn::Rnn::new(model.rnn.clone(), &Device::Cpu).unwrap();
+        let y = rnn.forward(input, None).unwrap().output;
+        let from_rnn = y.data().iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / y.len() as f64;
+        assert!(
+            (from_rnn - want).abs() <= 1e-5 * want,
+            "{what}: {from_rnn} vs {want}"
+        );
+        let (eval, _) = model.evaluate(&batch, None).unwrap();
+        assert!(
+            (eval - want).abs() <= 1e-5 * want,
+            "{what}: evaluate {eval} vs {want}"
+        );
+        for device in [Device::Cpu, gpu.clone()] {
+            // The loss of a step is that of its forward pass, before the update.
+            let (_, losses) = run(&model, &batch, cfg, &device, 1, false);
+            assert!(
+                (losses[0] - want).abs() <= 1e-4 * want,
+                "{what} on {}: loss {} vs mean(y²) {want}",
+                device.describe(),
+                losses[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn one_mean_square_sgd_step_moves_by_minus_lr_times_the_gradient_of_mean_y_squared() {
+    // θ1 = θ0 − lr·∂mean(y²)/∂θ: with a large lr the update dwarfs the rounding of θ, so
+    // (θ0 − θ1)/lr is the gradient to f32 precision.
+    let gpu = Device::Gpu(common::gpu());
+    let lr = 10.0;
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(lr, 0.0),
+        clip_norm: None,
+    };
+    for (model, batch, what) in mean_square_models() {
+        let (_, want) = mean_square_reference(&model, input_of(&batch));
+        let before = model.rnn.to_tensor_file();
+        for device in [Device::Cpu, gpu.clone()] {
+            let (after, _) = run(&model, &batch, cfg, &device, 1, false);
+            let after = after.model.rnn.to_tensor_file();
+            assert_eq!(after.tensors.len(), want.tensors.len());
+            for (name, w) in &want.tensors {
+                let got = before.tensors[name].cast::<f64>().map(|v| v / lr as f64);
+                let a = after.tensors[name].cast::<f64>();
+                let got = Tensor::new(
+                    got.shape().to_vec(),
+                    got.data()
+                        .iter()
+                        .zip(a.data())
+                        .map(|(b, a)| b - a / lr as f64)
+                        .collect(),
+                )
+                .unwrap();
+                common::assert_close(
+                    &format!("{what} on {}: {name}: update / -lr", device.describe()),
+                    &got,
+                    w,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_and_cpu_mean_square_training_agree() {
+    let gpu = Device::Gpu(common::gpu());
+    for opt in [
+        Optimizer::sgd(1e-3, 0.0),
+        Optimizer::sgd(0.5, 0.9),
+        Optimizer::adam(1e-2),
+        Optimizer::adagrad(5e-2),
+    ] {
+        // A clip far below the gradient's norm makes every step a clipped one.
+        for clip in [None, Some(1e-3)] {
+            for (model, batch, what) in mean_square_models() {
+                let cfg = TrainConfig {
+                    optimizer: opt,
+                    clip_norm: clip,
+                };
+                let (c, cl) = run(&model, &batch, cfg, &Device::Cpu, 4, true);
+                let (g, gl) = run(&model, &batch, cfg, &gpu, 4, true);
+                let what = format!("{what}, {} clip {clip:?}", opt.name());
+                for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+                        "{what}: loss at step {i}: cpu {a}, gpu {b}"
+                    );
+                }
+                assert_eq!(g.model.head_w.shape(), c.model.head_w.shape());
+                assert_eq!(g.model.head_b.shape(), &[0]);
+                for (name, t) in c.model.rnn.to_tensor_file().tensors {
+                    common::assert_close(
+                        &format!("{what}: {name}"),
+                        &g.model.rnn.to_tensor_file().tensors[&name],
+                        &t,
+                        1e-4,
+                    );
+                }
+                let m = |v: &[f32]| Tensor::new(vec![v.len()], v.to_vec()).unwrap();
+                assert_eq!(g.m1.len(), model.num_params());
+                if !matches!(opt, Optimizer::Sgd { momentum: 0.0, .. }) {
+                    let (gm, cm) = match opt {
+                        Optimizer::Sgd { .. } => (&g.m1, &c.m1),
+                        _ => (&g.m2, &c.m2),
+                    };
+                    common::assert_close(&format!("{what}: moments"), &m(gm), &m(cm), 1e-3);
+                }
+                assert_eq!(g.step, 4);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_mean_square_step_is_resident_and_profiled() {
+    use wgpu_rnn::gpu::{GpuTrainer, kernels::Kernel};
+    let (model, batch, _) = mean_square_models().remove(0);
+    let cfg = TrainConfig {
+        optimizer: Optimizer::sgd(1e-3, 0.0),
+        clip_norm: Some(1.0),
+    };
+    let state = TrainState::new(model);
+    let trainer = GpuTrainer::new(common::gpu(), &state, cfg).unwrap();
+    let kernels = trainer.profile(&batch, 2).unwrap();
+    let count = |k: Kernel| -> usize {
+        kernels
+            .iter()
+            .filter(|e| e.kernel == k)
+            .map(|e| e.dispatches)
+            .sum()
+    };
+    // One loss dispatch and no head: one optimizer update (the stack's), no head GEMMs
+    // beyond the stack's own, no softmax.
+    assert_eq!(count(Kernel::Mse), 1);
+    assert_eq!(count(Kernel::SoftmaxXent), 0);
+    assert_eq!(count(Kernel::Optim), 1);
+    assert!(kernels.iter().all(|k| k.ms.is_finite() && k.ms >= 0.0));
 }

@@ -1,5 +1,12 @@
 //! The training step on the GPU: one submit per step, parameters, gradients and optimizer
 //! moments resident; the loss is read back only when asked.
+//!
+//! With a head, the step is forward, head `z = y·Wᵀ + b`, fused loss and `∂z`, the head's
+//! backward (`∂y` into the stack's `grad_output`), the stack's backward, gradient norms and
+//! updates. Without one ([`Task::MeanSquare`]), a buffer copy puts `y` into `grad_output`,
+//! the `mse` kernel with zero targets turns it into `2y/N` in place (row losses `y²/N`, with
+//! `y` seen as `[N, 1]`), and their sum is the loss `mean(y²)`; `y` itself is left for the
+//! backward pass. The head's slots are then empty and get no dispatches.
 
 use std::sync::Arc;
 
@@ -23,11 +30,17 @@ struct Slot {
 struct StepWorkspace {
     t: usize,
     b: usize,
+    /// Targets (token ids or f32 values); zeros never written for [`Task::MeanSquare`].
     targets: wgpu::Buffer,
-    /// Head, loss, loss sum, head backward (before the stack's backward).
+    /// Bytes of the stack's output to copy into `grad_output` before `head_ops`
+    /// ([`Task::MeanSquare`]; 0 with a head).
+    copy_out: u64,
+    /// Head, loss, loss sum, head backward (before the stack's backward); for
+    /// [`Task::MeanSquare`] the in-place loss on `grad_output` and the loss sum.
     head_ops: Vec<Op>,
     /// Gradient norms and optimizer updates (after the stack's backward).
     update_ops: Vec<Op>,
+    /// Everything else the ops bind (uniforms, scratch, logits or element losses).
     _keep: Vec<wgpu::Buffer>,
 }
 
@@ -60,12 +73,13 @@ impl GpuTrainer {
     pub fn new(ctx: Arc<GpuContext>, state: &TrainState, cfg: TrainConfig) -> Result<Self> {
         let model = state.model.clone();
         let tokens = matches!(model.task, Task::Tokens { .. });
+        // Task::MeanSquare runs `mse` on rows of one element.
         let (what, max) = match tokens {
             true => ("classes of the softmax loss", budget::max_softmax_classes()),
             false => ("outputs of the squared-error loss", budget::max_mse_cols()),
         };
         let limit = "loss kernel row length within its loop budget";
-        budget::check(what, limit, model.task.outputs(), max)?;
+        budget::check(what, limit, model.task.outputs().max(1), max)?;
         let rnn = GpuRnn::with_input(ctx.clone(), &model.rnn, tokens)?;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let lens = [
@@ -127,13 +141,100 @@ impl GpuTrainer {
         let rows = t * b;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let tokens = matches!(self.model.task, Task::Tokens { .. });
-        let targets = ops::storage(ctx, "targets", if tokens { rows } else { rows * o }, rw)?;
-        let logits = ops::storage(ctx, "logits", rows * o, rw)?;
-        let row_loss = ops::storage(ctx, "row losses", rows, rw)?;
         let dummy = ops::upload(ctx, "dummy", &[0.0])?;
-        let y = rws.ys.last().expect("num_layers >= 1");
         let mut rec = ops::Recorder::new(ctx, &dummy);
         let mut head_ops = Vec::new();
+        let mut keep = Vec::new();
+        let mut copy_out = 0;
+        let targets = if self.model.task.has_head() {
+            let targets = ops::storage(ctx, "targets", if tokens { rows } else { rows * o }, rw)?;
+            self.record_head(&mut rec, &mut head_ops, &mut keep, &targets, (rows, o, dh))?;
+            targets
+        } else {
+            // grad_out holds a copy of y (see `step`); mse against zero targets, with y seen
+            // as [N, 1] (one thread per element, coalesced), leaves 2y/N there and y²/N in
+            // the row losses, whose sum is mean(y²).
+            let n = rows * dh;
+            let n32 = u32::try_from(n).map_err(|_| crate::Error::Limit {
+                what: "elements of the output (mean-square loss)".into(),
+                limit: "u32 index range of the kernels",
+                needed: n as u64,
+                max: u32::MAX as u64,
+            })?;
+            let zeros = ops::storage(ctx, "zero targets", n, rw)?;
+            let row_loss = ops::storage(ctx, "element losses", n, rw)?;
+            let dims = LossDims {
+                rows: n32,
+                cols: 1,
+                _pad: [0; 2],
+            };
+            head_ops.push(rec.op(
+                Kernel::Mse,
+                bytemuck::bytes_of(&dims),
+                &[&zeros, &rws.grad_out, &row_loss],
+                linear_groups(n),
+            )?);
+            head_ops.extend(rec.sum(false, (&row_loss, 0, n), &self.loss, 0)?);
+            copy_out = (n * 4) as u64;
+            keep.push(row_loss);
+            zeros
+        };
+
+        let mut update_ops = Vec::new();
+        let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
+        let params = [&self.rnn.params, &self.head_w, &self.head_b];
+        // An empty slot (the absent head of Task::MeanSquare) gets no dispatches: its entry
+        // of `norms` stays 0 from creation, which is its squared norm.
+        let live = || self.slots.iter().enumerate().filter(|(_, s)| s.len > 0);
+        for (i, slot) in live() {
+            update_ops.extend(rec.sum(true, (grads[i], 0, slot.len), &self.norms, i)?);
+        }
+        for (i, slot) in live() {
+            update_ops.push(Op::new(
+                ctx,
+                Kernel::Optim,
+                &[
+                    bind(&slot.hyper),
+                    bind(&self.norms),
+                    bind(grads[i]),
+                    bind(params[i]),
+                    bind(&slot.m1),
+                    bind(&slot.m2),
+                ],
+                linear_groups(slot.len),
+            )?);
+        }
+        keep.extend(rec.finish());
+        keep.push(dummy);
+        Ok(StepWorkspace {
+            t,
+            b,
+            targets,
+            copy_out,
+            head_ops,
+            update_ops,
+            _keep: keep,
+        })
+    }
+
+    /// Records the head's ops for `(rows, o, dh)` into `head_ops`: `z = y·Wᵀ + b`, the fused
+    /// loss and `∂z` against `targets`, the loss sum, and the head's backward with
+    /// `∂y = ∂z·W` into the stack's `grad_output`.
+    fn record_head(
+        &self,
+        rec: &mut ops::Recorder<'_>,
+        head_ops: &mut Vec<Op>,
+        keep: &mut Vec<wgpu::Buffer>,
+        targets: &wgpu::Buffer,
+        (rows, o, dh): (usize, usize, usize),
+    ) -> Result<()> {
+        let ctx = &*self.ctx;
+        let rws = self.rnn.workspace().expect("ensure_workspace first");
+        let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let tokens = matches!(self.model.task, Task::Tokens { .. });
+        let logits = ops::storage(ctx, "logits", rows * o, rw)?;
+        let row_loss = ops::storage(ctx, "row losses", rows, rw)?;
+        let y = rws.ys.last().expect("num_layers >= 1");
         // z = y·Wᵀ + b
         let spec = GemmSpec::a_bt(rows, o, dh);
         head_ops.extend(rec.gemm(spec, y, &self.head_w, Some(&self.head_b), &logits)?);
@@ -150,7 +251,7 @@ impl GpuTrainer {
         head_ops.push(rec.op(
             loss_kernel,
             bytemuck::bytes_of(&dims),
-            &[&targets, &logits, &row_loss],
+            &[targets, &logits, &row_loss],
             linear_groups(rows),
         )?);
         head_ops.extend(rec.sum(false, (&row_loss, 0, rows), &self.loss, 0)?);
@@ -164,38 +265,8 @@ impl GpuTrainer {
         head_ops.extend(rec.colsum(rows, o, (&logits, 0, o), &self.g_head_b, 0, 0)?);
         let spec = GemmSpec::row_major(rows, dh, o);
         head_ops.extend(rec.gemm(spec, &logits, &self.head_w, None, &rws.grad_out)?);
-
-        let mut update_ops = Vec::new();
-        let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
-        let params = [&self.rnn.params, &self.head_w, &self.head_b];
-        for (i, slot) in self.slots.iter().enumerate() {
-            update_ops.extend(rec.sum(true, (grads[i], 0, slot.len), &self.norms, i)?);
-        }
-        for (i, slot) in self.slots.iter().enumerate() {
-            update_ops.push(Op::new(
-                ctx,
-                Kernel::Optim,
-                &[
-                    bind(&slot.hyper),
-                    bind(&self.norms),
-                    bind(grads[i]),
-                    bind(params[i]),
-                    bind(&slot.m1),
-                    bind(&slot.m2),
-                ],
-                linear_groups(slot.len),
-            )?);
-        }
-        let mut keep = rec.finish();
-        keep.extend([logits, row_loss, dummy]);
-        Ok(StepWorkspace {
-            t,
-            b,
-            targets,
-            head_ops,
-            update_ops,
-            _keep: keep,
-        })
+        keep.extend([logits, row_loss]);
+        Ok(())
     }
 
     /// One training step, submitted without waiting (see [`crate::train::Trainer::step`]).
@@ -221,7 +292,10 @@ impl GpuTrainer {
             }
             Batch::Values { input, target } => {
                 queue.write_buffer(&rws.input, 0, bytemuck::cast_slice(input.data()));
-                queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(target.data()));
+                // An empty target (Task::MeanSquare) has nothing to write.
+                if !target.data().is_empty() {
+                    queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(target.data()));
+                }
             }
         }
         self.step += 1;
@@ -253,6 +327,12 @@ impl GpuTrainer {
         encoder.clear_buffer(&rws.grad_hn, 0, None);
         self.rnn.record_forward(&mut encoder, !carry);
         let ws = self.ws.as_ref().expect("built");
+        if ws.copy_out > 0 {
+            // Task::MeanSquare: the loss kernel works on a copy of y, which backward needs.
+            let rws = self.rnn.workspace().expect("ensured");
+            let y = rws.ys.last().expect("num_layers >= 1");
+            encoder.copy_buffer_to_buffer(y, 0, &rws.grad_out, 0, Some(ws.copy_out));
+        }
         ops::encode(&mut encoder, &ws.head_ops);
         self.rnn.record_backward(&mut encoder);
         ops::encode(&mut encoder, &ws.update_ops);
@@ -314,6 +394,21 @@ impl GpuTrainer {
         Ok(v[0][0] as f64)
     }
 
+    /// Reads back `(buffer, elements)` pairs; empty ones (the absent head of
+    /// [`Task::MeanSquare`]) read as empty vectors without a copy (a zero-length mapping is
+    /// not allowed).
+    fn read(&self, bufs: &[(&wgpu::Buffer, usize)], what: &str) -> Result<Vec<Vec<f32>>> {
+        let live: Vec<_> = bufs.iter().copied().filter(|&(_, n)| n > 0).collect();
+        let mut got = self.rnn.read(&live, what)?.into_iter();
+        Ok(bufs
+            .iter()
+            .map(|&(_, n)| match n {
+                0 => Vec::new(),
+                _ => got.next().expect("one read per non-empty buffer"),
+            })
+            .collect())
+    }
+
     /// Reads back the parameters (not the moments).
     ///
     /// # Errors
@@ -326,7 +421,6 @@ impl GpuTrainer {
             (&self.head_b, s[2].len),
         ];
         let flat: Vec<f32> = self
-            .rnn
             .read(&reads, "reading the parameters")?
             .into_iter()
             .flatten()
@@ -353,10 +447,7 @@ impl GpuTrainer {
             (&s[1].m2, s[1].len),
             (&s[2].m2, s[2].len),
         ];
-        let mut v = self
-            .rnn
-            .read(&reads, "reading the training state")?
-            .into_iter();
+        let mut v = self.read(&reads, "reading the training state")?.into_iter();
         let mut model = self.model.clone();
         let flat: Vec<f32> = v.by_ref().take(3).flatten().collect();
         model.set_flat(&flat);

@@ -2,7 +2,8 @@
 //!
 //! Tensors: the stack under PyTorch's names prefixed `rnn.`, the head as `head.weight` and
 //! `head.bias` (so `load_state_dict` works on a module with an `nn.RNN` named `rnn` and an
-//! `nn.Linear` named `head`), and the optimizer's moments `optim.m1`, `optim.m2` (flat, in the
+//! `nn.Linear` named `head`; a [`Task::MeanSquare`] model has no head and saves none, so its
+//! `rnn.` tensors load into a bare `nn.RNN`), and the optimizer's moments `optim.m1`, `optim.m2` (flat, in the
 //! engine's parameter order). Metadata: the step, the optimizer and its hyperparameters, the
 //! clipping norm, the task, the data generator's state and any caller entries (a vocabulary,
 //! a normalisation).
@@ -60,10 +61,12 @@ impl Checkpoint {
         for (name, t) in st.model.rnn.to_tensor_file().tensors {
             file.tensors.insert(format!("rnn.{name}"), t);
         }
-        file.tensors
-            .insert("head.weight".into(), st.model.head_w.clone());
-        file.tensors
-            .insert("head.bias".into(), st.model.head_b.clone());
+        if st.model.task.has_head() {
+            file.tensors
+                .insert("head.weight".into(), st.model.head_w.clone());
+            file.tensors
+                .insert("head.bias".into(), st.model.head_b.clone());
+        }
         file.tensors.insert(
             "optim.m1".into(),
             Tensor::new(vec![st.m1.len()], st.m1.clone())?,
@@ -85,6 +88,7 @@ impl Checkpoint {
         let (task, outputs) = match st.model.task {
             Task::Tokens { vocab } => ("tokens", vocab),
             Task::Regression { outputs } => ("regression", outputs),
+            Task::MeanSquare => ("mean_square", 0),
         };
         m.insert("task".into(), task.into());
         m.insert("outputs".into(), outputs.to_string());
@@ -158,11 +162,23 @@ impl Checkpoint {
         let task = match get("task")? {
             "tokens" => Task::Tokens { vocab: outputs },
             "regression" => Task::Regression { outputs },
+            "mean_square" if outputs == 0 => Task::MeanSquare,
+            "mean_square" => {
+                return Err(Error::config(format!(
+                    "{src}: a mean_square model has no head, but metadata \"outputs\" is {outputs}"
+                )));
+            }
             other => return Err(Error::config(format!("{src}: unknown task {other:?}"))),
         };
         let dh = rnn.config().output_size();
-        let head_w = file.take("head.weight", &[outputs, dh], &src)?;
-        let head_b = file.take("head.bias", &[outputs], &src)?;
+        let (head_w, head_b) = if task.has_head() {
+            (
+                file.take("head.weight", &[outputs, dh], &src)?,
+                file.take("head.bias", &[outputs], &src)?,
+            )
+        } else {
+            (Tensor::zeros(&[0, dh]), Tensor::zeros(&[0]))
+        };
         let model = SeqModel {
             rnn,
             head_w,

@@ -36,3 +36,24 @@ pub fn mse(pred: &mut [f32], target: &[f32]) -> f64 {
     }
     total / n as f64
 }
+
+/// Mean square `L = Σ y² / n` over all `n` elements of `y` (the loss of
+/// [`crate::train::Task::MeanSquare`], PyTorch's `y.pow(2).mean()`), with the gradient
+/// `∂L/∂y = 2y / n` written over `y`: [`mse`] against a zero target, in the same arithmetic
+/// as the GPU's (`shaders/loss.wgsl`, entry `mse`, with zero targets).
+///
+/// # Example
+/// ```
+/// let mut y = vec![1.0f32, -3.0];
+/// assert_eq!(wgpu_rnn::train::mean_square(&mut y), 5.0);
+/// assert_eq!(y, vec![1.0, -3.0]);
+/// ```
+pub fn mean_square(y: &mut [f32]) -> f64 {
+    let n = y.len() as f32;
+    let mut total = 0.0f64;
+    for v in y.iter_mut() {
+        total += (*v * *v) as f64;
+        *v = 2.0 * *v / n;
+    }
+    total / n as f64
+}

@@ -6,6 +6,9 @@
 //! tokens, or mean squared error), the head's and the stack's backward pass (BPTT), gradient
 //! clipping by global norm, and the optimizer update. On the GPU the whole step is one submit
 //! and nothing is read back unless [`Trainer::loss`] asks for the loss.
+//!
+//! [`Task::MeanSquare`] has no head: the loss is `mean(y²)` of the stack's output itself, the
+//! training step of the benchmarks (DeepBench, PyTorch's `y, _ = rnn(x); y.pow(2).mean()`).
 
 pub mod checkpoint;
 pub mod data;
@@ -15,7 +18,7 @@ pub mod series;
 
 use rand::SeedableRng;
 
-pub use loss::{mse, softmax_xent};
+pub use loss::{mean_square, mse, softmax_xent};
 pub use optim::{Optimizer, clip_scale, squared_norm, update};
 
 use crate::config::RnnConfig;
@@ -40,16 +43,39 @@ pub enum Task {
         /// Output features.
         outputs: usize,
     },
+    /// No head; loss = mean over all `N = T·B·D·H` elements of the stack's output `y`
+    /// `[T, B, D·H]` squared, `L = Σ y² / N`, with gradient `∂L/∂y = 2y / N`: the benchmark
+    /// loss of DeepBench and of PyTorch's side-by-side script (`y, _ = rnn(x);
+    /// loss = y.pow(2).mean()`).
+    ///
+    /// The model's head is empty (`head_w` `[0, D·H]`, `head_b` `[0]`; [`Task::outputs`] is 0)
+    /// and its batches are [`Batch::Values`] with a target of shape `[T, B, 0]` (see
+    /// [`Batch::input_only`]). The input is `I` floats per step, as for
+    /// [`Task::Regression`].
+    ///
+    /// # Example
+    /// ```
+    /// use wgpu_rnn::{Cell, Device, RnnConfig, Tensor};
+    /// use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
+    /// let model = SeqModel::new(RnnConfig::new(Cell::RnnTanh, 4, 8), Task::MeanSquare, 0)?;
+    /// let cfg = TrainConfig { optimizer: Optimizer::sgd(1e-3, 0.0), clip_norm: None };
+    /// let mut trainer = Trainer::new(TrainState::new(model), cfg, &Device::Cpu)?;
+    /// trainer.step(&Batch::input_only(Tensor::full(&[5, 2, 4], 0.5)), false)?;
+    /// assert!(trainer.loss()? > 0.0);
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    MeanSquare,
 }
 
-/// A recurrent stack with a linear head: `z_t = W·h_t + b` on the top layer's output.
+/// A recurrent stack with a linear head: `z_t = W·h_t + b` on the top layer's output (for
+/// [`Task::MeanSquare`], the stack alone: the head is empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeqModel {
     /// The stack, in PyTorch's layout.
     pub rnn: RnnParams<f32>,
-    /// Head weight `[O, D·H]` (`nn.Linear.weight`).
+    /// Head weight `[O, D·H]` (`nn.Linear.weight`; `[0, D·H]` without a head).
     pub head_w: Tensor,
-    /// Head bias `[O]`.
+    /// Head bias `[O]` (`[0]` without a head).
     pub head_b: Tensor,
     /// What it reads and predicts.
     pub task: Task,
@@ -67,6 +93,9 @@ impl SeqModel {
     /// use wgpu_rnn::{Cell, RnnConfig, train::{SeqModel, Task}};
     /// let m = SeqModel::new(RnnConfig::new(Cell::RnnTanh, 65, 32), Task::Tokens { vocab: 65 }, 0)?;
     /// assert_eq!(m.head_w.shape(), &[65, 32]);
+    /// // The benchmark's model: the stack alone, no head.
+    /// let m = SeqModel::new(RnnConfig::new(Cell::RnnTanh, 8, 32), Task::MeanSquare, 0)?;
+    /// assert_eq!(m.head_w.shape(), &[0, 32]);
     /// # Ok::<(), wgpu_rnn::Error>(())
     /// ```
     pub fn new(config: RnnConfig, task: Task, seed: u64) -> Result<Self> {
@@ -79,7 +108,7 @@ impl SeqModel {
                 config.input_size
             )));
         }
-        if task.outputs() == 0 {
+        if task.has_head() && task.outputs() == 0 {
             return Err(Error::config("task: expected at least 1 output, found 0"));
         }
         let rnn = RnnParams::random(config, seed);
@@ -105,14 +134,15 @@ impl SeqModel {
     }
 
     /// Checks that the parts fit together: the stack's parameters, a token model's vocabulary
-    /// equal to the input size, the head `[O, D·H]` and `[O]` with `O >= 1`, all finite.
+    /// equal to the input size, the head `[O, D·H]` and `[O]` with `O >= 1` (`O = 0` for
+    /// [`Task::MeanSquare`]), all finite.
     ///
     /// # Errors
     /// [`Error::Shape`], [`Error::NonFinite`] or [`Error::Config`] naming the part.
     pub fn validate(&self) -> Result<()> {
         self.rnn.validate()?;
         let o = self.task.outputs();
-        if o == 0 {
+        if self.task.has_head() && o == 0 {
             return Err(Error::config("task: expected at least 1 output, found 0"));
         }
         if let Task::Tokens { vocab } = self.task
@@ -185,9 +215,9 @@ impl SeqModel {
                 }
                 Ok((*t, *b))
             }
-            (Batch::Values { input, target }, Task::Regression { outputs }) => {
+            (Batch::Values { input, target }, Task::Regression { .. } | Task::MeanSquare) => {
                 let (t, b) = cpu::check_inputs(self.config(), input, None)?;
-                target.expect_shape("target", &[t, b, outputs])?;
+                target.expect_shape("target", &[t, b, self.task.outputs()])?;
                 target.expect_finite("target")?;
                 Ok((t, b))
             }
@@ -211,6 +241,9 @@ impl SeqModel {
             h0.expect_finite("h0")?;
         }
         let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), h0)?;
+        if self.task == Task::MeanSquare {
+            return Ok((mean_square(&mut out.output.into_data()), out.h_n));
+        }
         let mut z = self.head(&out.output);
         let loss = match batch {
             Batch::Tokens { targets, .. } => softmax_xent(&mut z, self.task.outputs(), targets),
@@ -247,8 +280,9 @@ impl SeqModel {
     }
 }
 
-/// The mean loss over `batches`, each weighted by its number of predictions (CPU, forward only,
-/// zero initial state per batch).
+/// The mean loss over `batches`, each weighted by its number of predictions `T·B` (CPU, forward
+/// only, zero initial state per batch; for [`Task::MeanSquare`] this is the mean over all
+/// output elements, as every row has `D·H` of them).
 ///
 /// # Errors
 /// As [`SeqModel::evaluate`].
@@ -263,12 +297,18 @@ pub fn evaluate_mean(model: &SeqModel, batches: &[Batch]) -> Result<f64> {
 }
 
 impl Task {
-    /// Output features `O` of the head.
+    /// Output features `O` of the head (0 for [`Task::MeanSquare`], which has none).
     pub fn outputs(&self) -> usize {
         match *self {
             Task::Tokens { vocab } => vocab,
             Task::Regression { outputs } => outputs,
+            Task::MeanSquare => 0,
         }
+    }
+
+    /// Whether the model has a linear head (every task but [`Task::MeanSquare`]).
+    pub fn has_head(&self) -> bool {
+        !matches!(self, Task::MeanSquare)
     }
 }
 
@@ -286,7 +326,8 @@ pub enum Batch {
         /// Target ids, `T·B`.
         targets: Vec<u32>,
     },
-    /// Float input `[T, B, I]` and target `[T, B, O]`.
+    /// Float input `[T, B, I]` and target `[T, B, O]` (`[T, B, 0]` for [`Task::MeanSquare`],
+    /// whose loss needs no target: see [`Batch::input_only`]).
     Values {
         /// Input.
         input: Tensor,
@@ -296,6 +337,24 @@ pub enum Batch {
 }
 
 impl Batch {
+    /// A [`Batch::Values`] of `input` `[T, B, I]` with the empty target `[T, B, 0]`, the batch of
+    /// a [`Task::MeanSquare`] model. (An input of another rank gets the target `[0]`, and
+    /// [`SeqModel::check_batch`] reports the input's shape.)
+    ///
+    /// # Example
+    /// ```
+    /// use wgpu_rnn::{Tensor, train::Batch};
+    /// let b = Batch::input_only(Tensor::zeros(&[5, 2, 3]));
+    /// assert!(matches!(&b, Batch::Values { target, .. } if target.shape() == &[5, 2, 0]));
+    /// ```
+    pub fn input_only(input: Tensor) -> Self {
+        let target = match input.shape() {
+            &[t, b, _] => Tensor::zeros(&[t, b, 0]),
+            _ => Tensor::zeros(&[0]),
+        };
+        Batch::Values { input, target }
+    }
+
     pub(crate) fn input(&self, t: usize, b: usize) -> Input<'_, f32> {
         match self {
             Batch::Tokens { inputs, .. } => Input::Tokens { ids: inputs, t, b },
@@ -358,64 +417,26 @@ impl CpuTrainer {
         self.last_shape = Some((t, b));
         let input = batch.input(t, b);
         let (out, ys) = cpu::forward_trace_input(&model.rnn, input, h0.as_ref())?;
-        let o = model.task.outputs();
-        let dh = model.config().output_size();
-        let rows = t * b;
-        let mut z = model.head(&out.output);
-        self.loss = match batch {
-            Batch::Tokens { targets, .. } => softmax_xent(&mut z, o, targets),
-            Batch::Values { target, .. } => mse(&mut z, target.data()),
+        let (d_y, g_w, g_b) = if model.task == Task::MeanSquare {
+            // No head: ∂L/∂y = 2y/N straight into the stack's backward pass.
+            let mut d_y = out.output.clone();
+            self.loss = mean_square(d_y.data_mut());
+            (d_y, Vec::new(), Vec::new())
+        } else {
+            let (loss, d_y, g_w, g_b) = head_backward(model, batch, &out.output);
+            self.loss = loss;
+            (d_y, g_w, g_b)
         };
-        // Head backward: ∂W = ∂zᵀ·y, ∂b = Σ ∂z, ∂y = ∂z·W.
-        let mut g_w = vec![0.0f32; o * dh];
-        f32::gemm(
-            o,
-            rows,
-            dh,
-            1.0,
-            &z,
-            1,
-            o,
-            out.output.data(),
-            dh,
-            1,
-            0.0,
-            &mut g_w,
-            dh,
-            1,
-        );
-        let mut g_b = vec![0.0f32; o];
-        for row in z.chunks_exact(o) {
-            for (s, &v) in g_b.iter_mut().zip(row) {
-                *s += v;
-            }
-        }
-        let mut d_y = Tensor::zeros(&[t, b, dh]);
-        f32::gemm(
-            rows,
-            o,
-            dh,
-            1.0,
-            &z,
-            o,
-            1,
-            model.head_w.data(),
-            dh,
-            1,
-            0.0,
-            d_y.data_mut(),
-            dh,
-            1,
-        );
         let (_, _, g_rnn) = cpu::backward_input(&model.rnn, input, h0.as_ref(), &ys, &d_y, None)?;
         let mut grads = ParamLayout::new(model.config()).flatten(&g_rnn);
         let split = grads.len();
         grads.extend_from_slice(&g_w);
         grads.extend_from_slice(&g_b);
-        // Same grouping as the GPU: one squared norm per buffer (stack, head weight, head bias).
+        // Same grouping as the GPU: one squared norm per buffer (stack, head weight, head bias;
+        // an empty head's norms are 0).
         let sq = squared_norm(&grads[..split])
-            + squared_norm(&grads[split..split + o * dh])
-            + squared_norm(&grads[split + o * dh..]);
+            + squared_norm(&grads[split..split + g_w.len()])
+            + squared_norm(&grads[split + g_w.len()..]);
         let scale = clip_scale(sq, cfg.clip_norm);
         let mut flat = model.flatten();
         let st = &mut self.state;
@@ -433,6 +454,61 @@ impl CpuTrainer {
         self.h_n = Some(out.h_n);
         Ok(())
     }
+}
+
+/// The head's forward, loss and backward on the CPU for `y` `[T, B, D·H]`: returns the mean
+/// loss, `∂y = ∂z·W` `[T, B, D·H]`, `∂W = ∂zᵀ·y` `[O, D·H]` and `∂b = Σ_rows ∂z` `[O]`.
+fn head_backward(model: &SeqModel, batch: &Batch, y: &Tensor) -> (f64, Tensor, Vec<f32>, Vec<f32>) {
+    let o = model.task.outputs();
+    let dh = model.config().output_size();
+    let rows = y.len() / dh;
+    let mut z = model.head(y);
+    let loss = match batch {
+        Batch::Tokens { targets, .. } => softmax_xent(&mut z, o, targets),
+        Batch::Values { target, .. } => mse(&mut z, target.data()),
+    };
+    // Head backward: ∂W = ∂zᵀ·y, ∂b = Σ ∂z, ∂y = ∂z·W.
+    let mut g_w = vec![0.0f32; o * dh];
+    f32::gemm(
+        o,
+        rows,
+        dh,
+        1.0,
+        &z,
+        1,
+        o,
+        y.data(),
+        dh,
+        1,
+        0.0,
+        &mut g_w,
+        dh,
+        1,
+    );
+    let mut g_b = vec![0.0f32; o];
+    for row in z.chunks_exact(o) {
+        for (s, &v) in g_b.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    let mut d_y = Tensor::zeros(y.shape());
+    f32::gemm(
+        rows,
+        o,
+        dh,
+        1.0,
+        &z,
+        o,
+        1,
+        model.head_w.data(),
+        dh,
+        1,
+        0.0,
+        d_y.data_mut(),
+        dh,
+        1,
+    );
+    (loss, d_y, g_w, g_b)
 }
 
 enum Engine {
