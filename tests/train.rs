@@ -534,6 +534,10 @@ fn the_mean_square_step_is_resident_and_profiled() {
         clip_norm: Some(1.0),
     };
     let state = TrainState::new(model);
+    let mut trainer = GpuTrainer::new(common::gpu(), &state, cfg).unwrap();
+    let before = trainer.memory_bytes();
+    trainer.step(&batch, false).unwrap();
+    assert!(trainer.memory_bytes() > before && before > 0);
     let trainer = GpuTrainer::new(common::gpu(), &state, cfg).unwrap();
     let kernels = trainer.profile(&batch, 2).unwrap();
     let count = |k: Kernel| -> usize {

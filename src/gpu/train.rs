@@ -41,7 +41,7 @@ struct StepWorkspace {
     /// Gradient norms and optimizer updates (after the stack's backward).
     update_ops: Vec<Op>,
     /// Everything else the ops bind (uniforms, scratch, logits or element losses).
-    _keep: Vec<wgpu::Buffer>,
+    keep: Vec<wgpu::Buffer>,
 }
 
 /// Trains a [`SeqModel`] on the GPU (used through [`crate::train::Trainer`]).
@@ -133,6 +133,31 @@ impl GpuTrainer {
         self.step
     }
 
+    /// Bytes of device memory this trainer holds: the stack's
+    /// ([`GpuRnn::memory_bytes`]), the head's parameters and gradients (one placeholder
+    /// element each when empty), the optimizer's moments and uniforms, the norms and the loss,
+    /// and, once a step has run, the step workspace of its shape (targets, logits or element
+    /// losses, reduction scratch and uniforms).
+    pub fn memory_bytes(&self) -> u64 {
+        let mut buffers = vec![
+            &self.head_w,
+            &self.head_b,
+            &self.g_head_w,
+            &self.g_head_b,
+            &self.norms,
+            &self.loss,
+            &self.loss_staging,
+        ];
+        for s in &self.slots {
+            buffers.extend([&s.m1, &s.m2, &s.hyper]);
+        }
+        if let Some(ws) = &self.ws {
+            buffers.push(&ws.targets);
+            buffers.extend(&ws.keep);
+        }
+        self.rnn.memory_bytes() + buffers.iter().map(|b| b.size()).sum::<u64>()
+    }
+
     fn build(&self, t: usize, b: usize) -> Result<StepWorkspace> {
         let ctx = &*self.ctx;
         let rws = self.rnn.workspace().expect("ensure_workspace first");
@@ -213,7 +238,7 @@ impl GpuTrainer {
             copy_out,
             head_ops,
             update_ops,
-            _keep: keep,
+            keep,
         })
     }
 
