@@ -75,6 +75,7 @@ pub mod gpu;
 pub mod io;
 pub mod model;
 pub mod params;
+pub mod suite;
 pub mod tensor;
 pub mod train;
 

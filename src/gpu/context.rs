@@ -356,6 +356,21 @@ impl GpuContext {
     }
 
     /// Copies `bytes` bytes of `src` out to the host, blocking until the GPU is done.
+    /// Submits `encoder` and waits until the queue has finished it.
+    pub(crate) fn submit_wait(&self, encoder: wgpu::CommandEncoder, context: &str) -> Result<()> {
+        let index = self.queue.submit([encoder.finish()]);
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu {
+                context: context.into(),
+                message: e.to_string(),
+            })?;
+        self.take_error(context)
+    }
+
     pub(crate) fn read_buffers(
         &self,
         encoder: wgpu::CommandEncoder,

@@ -3,12 +3,14 @@
 //! lives in this folder, so an upgrade of wgpu touches nothing else.
 
 mod context;
+mod cost;
 pub mod kernels;
 mod ops;
 mod rnn;
 mod train;
 
 pub use context::{AdapterOptions, GpuContext, list_adapters};
+pub use cost::CostConstants;
 pub use ops::{GemmPlan, GemmSpec, KernelTime, gemm};
 pub use rnn::GpuRnn;
 pub use train::GpuTrainer;

@@ -603,6 +603,43 @@ impl GpuRnn {
         Ok(ForwardOutput { output, h_n })
     }
 
+    /// Runs the last forward pass again on the input and `h0` already on the device and waits
+    /// for the queue, reading nothing back: the device's own time for a pass, for benchmarks
+    /// (PyTorch's CUDA timings likewise keep the input resident).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no forward pass ran on this shape, [`Error::Gpu`] when the
+    /// device fails.
+    pub fn rerun_forward(&mut self) -> Result<()> {
+        if !self.has_forward {
+            return Err(Error::config(
+                "rerun_forward: no forward pass to repeat; call forward first",
+            ));
+        }
+        let mut encoder = self.encoder("forward again");
+        // h0 was either written by the caller or zeroed by the first run; keep it.
+        self.record_forward(&mut encoder, false);
+        self.ctx.submit_wait(encoder, "forward again")
+    }
+
+    /// Bytes of device memory this model holds: parameters, gradients, derived weights and,
+    /// once a pass has run, the workspace of its shape (activations, gradients, staging
+    /// buffers and uniforms).
+    pub fn memory_bytes(&self) -> u64 {
+        let mut buffers: Vec<&wgpu::Buffer> = vec![&self.params, &self.grads, &self.dummy];
+        for d in &self.derived {
+            buffers.push(&d.w_hh_t);
+            buffers.extend(d.bias.as_ref());
+        }
+        buffers.extend(&self._keep);
+        if let Some(ws) = &self.workspace {
+            buffers.extend([&ws.input, &ws.h0, &ws.h_n, &ws.grad_out, &ws.grad_hn]);
+            buffers.extend([&ws.grad_h0, &ws.out_staging, &ws.hn_staging]);
+            buffers.extend(ws.ys.iter().chain(&ws.grad_x).chain(&ws._keep));
+        }
+        buffers.iter().map(|b| b.size()).sum()
+    }
+
     /// Backpropagation through time for the last [`GpuRnn::forward`]: the gradients of
     /// `L = Σ output·grad_output + Σ h_n·grad_h_n` (`grad_h_n` zeros when `None`) with respect
     /// to the input, `h0` and every parameter (see [`crate::cpu::backward`] for the math).

@@ -1,79 +1,55 @@
-//! Side-by-side timing of the GPU and CPU forward passes and training step, and a per-kernel
-//! profile of the GPU training step.
+//! `wgpu-rnn bench`: the benchmark suite (`benches/suite.json`, the only list of shapes) on the
+//! GPU, the CPU or both, forward and training step, as a table or as JSON lines that join with
+//! PyTorch's side-by-side script; the cost model's constants; a per-kernel profile.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use wgpu_rnn::gpu::{GpuContext, GpuTrainer};
-use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, data};
-use wgpu_rnn::{Cell, Device, Error, Result, Rnn, RnnConfig, RnnParams, Tensor};
+use wgpu_rnn::gpu::{CostConstants, GpuContext, GpuRnn, GpuTrainer};
+use wgpu_rnn::suite::{Case, Suite};
+use wgpu_rnn::train::TrainState;
+use wgpu_rnn::{Device, Error, Result, Rnn, RnnConfig, RnnParams, Tensor};
 
-/// One benchmark shape, named as in `../shared/bench/suite.json`.
-pub struct Shape {
-    pub name: &'static str,
-    pub t: usize,
-    pub b: usize,
-    pub i: usize,
-    pub h: usize,
-    pub l: usize,
-    pub bidirectional: bool,
+/// What `bench` runs.
+pub struct Options {
+    /// Timed repetitions (the median is reported), after one warm-up run.
+    pub repeats: usize,
+    /// Every case at smoke-test sizes ([`Case::quick`]).
+    pub quick: bool,
+    /// Only these cases (any, `gpu_only` included).
+    pub only: Option<Vec<String>>,
+    /// Also the `gpu_only` cases.
+    pub gpu_suite: bool,
+    /// Run on the GPU.
+    pub gpu: bool,
+    /// Run on the CPU.
+    pub cpu: bool,
+    /// JSON lines instead of the table.
+    pub json: bool,
 }
 
-const fn shape(name: &'static str, t: usize, b: usize, i: usize, h: usize, l: usize) -> Shape {
-    Shape {
-        name,
-        t,
-        b,
-        i,
-        h,
-        l,
-        bidirectional: false,
-    }
+/// One timed pass of one case on one device.
+struct Timing {
+    ms: f64,
+    /// Device bytes the model and pass hold (GPU only).
+    bytes: Option<u64>,
 }
 
-/// The Elman shapes of the shared benchmark suite; `quick` keeps the ones that run in
-/// seconds on a software adapter.
-pub fn shapes(quick: bool) -> Vec<Shape> {
-    let mut all = vec![
-        shape("tiny_b1", 256, 1, 32, 64, 1),
-        shape("small_b1", 150, 1, 256, 256, 1),
-        shape("mid", 100, 32, 128, 256, 1),
-        Shape {
-            bidirectional: true,
-            ..shape("deep_bidir", 64, 16, 64, 128, 3)
-        },
-        shape("large", 50, 64, 512, 512, 1),
-    ];
-    if quick {
-        all.retain(|s| matches!(s.name, "tiny_b1" | "mid" | "deep_bidir"));
-    }
-    all
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
-/// Built-in data: `B` phase-shifted sine waves of `I` harmonics, `[T, B, I]`.
-pub fn sine_batch(t: usize, b: usize, i: usize) -> Tensor {
-    let mut data = Vec::with_capacity(t * b * i);
-    for step in 0..t {
-        for row in 0..b {
-            for f in 0..i {
-                let phase = row as f32 * 0.37 + f as f32 * 0.11;
-                data.push(((step as f32) * 0.05 * (f + 1) as f32 + phase).sin());
-            }
-        }
-    }
-    Tensor::new(vec![t, b, i], data).expect("shape matches data")
-}
-
-fn median_ms(rnn: &mut Rnn, x: &Tensor, repeats: usize) -> Result<(f64, Tensor)> {
-    let first = rnn.forward(x, None)?; // warm-up: builds the workspace and pipelines
+/// Median of `repeats` timed calls of `f` after one warm-up call.
+fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
-        rnn.forward(x, None)?;
+        f()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], first.output))
+    Ok(median(times))
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
@@ -88,126 +64,304 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     n.sqrt() / d.sqrt().max(1e-30)
 }
 
-/// Times every shape on both devices and prints a table; errors if they disagree.
-pub fn run(ctx: &Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<()> {
-    println!(
-        "forward pass, Elman tanh, median of {repeats}; GPU: {}; CPU: matrixmultiply",
-        ctx.describe()
+/// The forward pass on one device; returns its timing and output (for the agreement check).
+fn forward(
+    case: &Case,
+    params: &RnnParams,
+    device: &Device,
+    repeats: usize,
+) -> Result<(Timing, Tensor)> {
+    let x = case.forward_input();
+    match device {
+        Device::Gpu(ctx) => {
+            let mut rnn = GpuRnn::new(ctx.clone(), params)?;
+            let out = rnn.forward(&x, None)?.output;
+            // Input resident, nothing read back: the queue's time, waited for.
+            let ms = time(repeats, || rnn.rerun_forward())?;
+            let bytes = Some(rnn.memory_bytes());
+            Ok((Timing { ms, bytes }, out))
+        }
+        Device::Cpu => {
+            let mut rnn = Rnn::new(params.clone(), device)?;
+            let out = rnn.forward(&x, None)?.output;
+            let ms = time(repeats, || rnn.forward(&x, None).map(drop))?;
+            Ok((Timing { ms, bytes: None }, out))
+        }
+    }
+}
+
+/// One training step on one device (forward, BPTT, update; the loss read back to wait).
+fn train(case: &Case, cfg: RnnConfig, device: &Device, repeats: usize) -> Result<Timing> {
+    let (model, tc, batch) = case.train_setup(cfg)?;
+    match device {
+        Device::Gpu(ctx) => {
+            let mut tr = GpuTrainer::new(ctx.clone(), &TrainState::new(model), tc)?;
+            let ms = time(repeats, || {
+                tr.step(&batch, false)?;
+                tr.loss().map(drop) // waits for the queue
+            })?;
+            Ok(Timing {
+                ms,
+                bytes: Some(tr.memory_bytes()),
+            })
+        }
+        Device::Cpu => Ok(Timing {
+            ms: crate::train::time_steps(&model, tc, device, &batch, repeats)?,
+            bytes: None,
+        }),
+    }
+}
+
+/// A JSON line in the format of `pytorch_side_by_side.py` (its keys in its order, Python's
+/// separators), plus `bytes` on the GPU.
+fn json_line(name: &str, device: &str, pass: &str, ms: f64, gflops: f64, bytes: Option<u64>) {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let num = |v: f64| serde_json::Value::from(v).to_string();
+    let mut line = format!(
+        "{{\"name\": {}, \"device\": {}, \"pass\": {}, \"ms\": {}, \"gflops\": {}",
+        q(name),
+        q(device),
+        q(pass),
+        num((ms * 1e4).round() / 1e4),
+        num((gflops * 100.0).round() / 100.0)
     );
-    println!(
-        "{:<11} {:>4} {:>3} {:>4} {:>4} {:>2} {:>3} | {:>9} {:>9} {:>8} | {:>8} {:>8} | {:>8}",
-        "shape",
-        "T",
-        "B",
-        "I",
-        "H",
-        "L",
-        "D",
-        "gpu ms",
-        "cpu ms",
-        "cpu/gpu",
-        "gpu GF/s",
-        "cpu GF/s",
-        "rel err"
-    );
-    let mut worst = 0.0f64;
-    for s in shapes {
-        let cfg = RnnConfig::new(Cell::RnnTanh, s.i, s.h)
-            .layers(s.l)
-            .bidirectional(s.bidirectional);
-        let params = RnnParams::random(cfg, 2024);
-        let x = sine_batch(s.t, s.b, s.i);
-        let mut gpu = Rnn::new(params.clone(), &Device::Gpu(ctx.clone()))?;
-        let mut cpu = Rnn::new(params, &Device::Cpu)?;
-        let (g_ms, g_out) = median_ms(&mut gpu, &x, repeats)?;
-        let (c_ms, c_out) = median_ms(&mut cpu, &x, repeats)?;
-        let err = rel_err(&g_out, &c_out);
-        worst = worst.max(err);
-        let gflop = cfg.forward_flops(s.t, s.b) / 1e9;
+    if let Some(b) = bytes {
+        line += &format!(", \"bytes\": {b}");
+    }
+    println!("{line}}}");
+}
+
+fn device_name(device: &Device) -> &'static str {
+    match device {
+        Device::Gpu(_) => "wgpu-rnn-gpu",
+        Device::Cpu => "wgpu-rnn-cpu",
+    }
+}
+
+/// The cost model's constants on `ctx`: a table, or JSON lines with `pass: "constant"`.
+pub fn constants(ctx: &Arc<GpuContext>, repeats: usize, json: bool) -> Result<()> {
+    let c = CostConstants::measure(ctx, repeats)?;
+    let rows = [
+        (
+            "empty_dispatch",
+            c.empty_dispatch_ms,
+            "one more empty dispatch in a compute pass",
+        ),
+        (
+            "submit_wait",
+            c.submit_wait_ms,
+            "submit an empty command buffer and wait",
+        ),
+        (
+            "readback_256b",
+            c.readback_ms,
+            "copy, submit, wait and map 256 bytes",
+        ),
+    ];
+    if json {
+        for (name, ms, _) in rows {
+            json_line(name, "wgpu-rnn-gpu", "constant", ms, 0.0, None);
+        }
+    } else {
         println!(
-            "{:<11} {:>4} {:>3} {:>4} {:>4} {:>2} {:>3} | {:>9.2} {:>9.2} {:>8.2} | {:>8.2} {:>8.2} | {:>8.1e}",
-            s.name,
-            s.t,
-            s.b,
-            s.i,
-            s.h,
-            s.l,
-            cfg.directions(),
-            g_ms,
-            c_ms,
-            c_ms / g_ms,
-            gflop / (g_ms / 1e3),
-            gflop / (c_ms / 1e3),
-            err
+            "cost model constants on {} (median of {repeats}):",
+            ctx.describe()
         );
+        for (name, ms, what) in rows {
+            println!("  {name:<15} {:>10.4} ms   {what}", ms);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the selected cases and prints the table or JSON lines. A case whose cell the engine
+/// lacks is reported as skipped, with the reason, on standard error (and in the table).
+///
+/// # Errors
+/// An unknown case name, a device failure, or GPU and CPU forward outputs that disagree by
+/// more than 1e-4 (relative norm).
+pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
+    let suite = Suite::builtin();
+    let cases = suite.select(opts.only.as_deref(), opts.gpu_suite)?;
+    let repeats = opts.repeats.max(1);
+    let mut devices = Vec::new();
+    if opts.gpu {
+        let ctx =
+            ctx.ok_or_else(|| Error::config("bench: the GPU was asked for but not opened"))?;
+        devices.push(Device::Gpu(ctx.clone()));
+    }
+    if opts.cpu {
+        devices.push(Device::Cpu);
+    }
+    if let (true, Some(ctx)) = (opts.json, ctx) {
+        constants(ctx, repeats.max(5), true)?;
+    }
+    if !opts.json {
+        let gpu = match ctx {
+            Some(c) => c.describe(),
+            None => "not used".into(),
+        };
+        println!(
+            "benchmark suite{}, median of {repeats} after a warm-up; GPU: {gpu}; CPU: matrixmultiply",
+            if opts.quick { " at --quick sizes" } else { "" }
+        );
+        println!(
+            "{:<14} {:>4} {:>3} {:>5} {:>5} {:>2} {:>2} {:<7} | {:>9} {:>9} {:>7} | {:>8} {:>8} | {:>8}",
+            "case",
+            "T",
+            "B",
+            "I",
+            "H",
+            "L",
+            "D",
+            "pass",
+            "gpu ms",
+            "cpu ms",
+            "gpu/cpu",
+            "gpu GF/s",
+            "cpu GF/s",
+            "gpu MiB"
+        );
+    }
+    let mut worst = 0.0f64;
+    for case in &cases {
+        let case = if opts.quick {
+            case.quick()
+        } else {
+            case.clone()
+        };
+        let cfg = match case.config() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let reason = match e {
+                    Error::Config(m) => m,
+                    other => other.to_string(),
+                };
+                // JSON lines stay joinable: the reason goes to standard error.
+                match opts.json {
+                    true => eprintln!("skipped {}: {reason}", case.name),
+                    false => println!("{:<14} skipped: {reason}", case.name),
+                }
+                continue;
+            }
+        };
+        let params = RnnParams::random(cfg, 2024);
+        let mut fwd: Vec<Timing> = Vec::new();
+        let mut outputs = Vec::new();
+        let mut trn: Vec<Timing> = Vec::new();
+        for device in &devices {
+            let (t, out) = forward(&case, &params, device, repeats)?;
+            if opts.json {
+                let gf = case.forward_flops() / t.ms / 1e6;
+                json_line(
+                    &case.name,
+                    device_name(device),
+                    "forward",
+                    t.ms,
+                    gf,
+                    t.bytes,
+                );
+            }
+            fwd.push(t);
+            outputs.push(out);
+            let t = train(&case, cfg, device, repeats)?;
+            if opts.json {
+                let gf = case.train_flops() / t.ms / 1e6;
+                json_line(&case.name, device_name(device), "train", t.ms, gf, t.bytes);
+            }
+            trn.push(t);
+        }
+        if let [a, b] = &outputs[..] {
+            worst = worst.max(rel_err(a, b));
+        }
+        if !opts.json {
+            for (pass, timings, flops) in [
+                ("forward", &fwd, case.forward_flops()),
+                ("train", &trn, case.train_flops()),
+            ] {
+                print_row(&case, pass, &devices, timings, flops);
+            }
+        }
     }
     const TOL: f64 = 1e-4;
     if worst > TOL {
         return Err(Error::Gpu {
             context: "gpu/cpu agreement".into(),
-            message: format!("relative error {worst:.2e} exceeds {TOL:.0e}"),
+            message: format!("forward outputs differ by {worst:.2e} (relative), over {TOL:.0e}"),
         });
     }
-    println!("GPU and CPU agree: worst relative error {worst:.1e} (tolerance {TOL:.0e})");
-    train_step(ctx, repeats)
-}
-
-/// The suite's `charlm` case: model, optimizer settings and one batch.
-fn charlm() -> Result<(SeqModel, TrainConfig, Batch, [usize; 4])> {
-    let (t, b, h, v) = (64, 32, 256, 65);
-    let model = SeqModel::new(
-        RnnConfig::new(Cell::RnnTanh, v, h),
-        Task::Tokens { vocab: v },
-        0,
-    )?;
-    let cfg = TrainConfig {
-        optimizer: Optimizer::adam(1e-3),
-        clip_norm: Some(5.0),
-    };
-    let ids: Vec<u32> = (0..4096u32).map(|i| (i * 7 + i / 5) % v as u32).collect();
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
-    let batch = data::random_batch(&ids, t, b, &mut rng);
-    Ok((model, cfg, batch, [t, b, h, v]))
-}
-
-/// The `charlm` case: one training step (token input, forward, softmax cross-entropy over a
-/// linear head, BPTT, Adam), GPU against CPU.
-fn train_step(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
-    let (model, cfg, batch, [t, b, h, v]) = charlm()?;
-    let g = crate::train::time_steps(&model, cfg, &Device::Gpu(ctx.clone()), &batch, repeats)?;
-    let c = crate::train::time_steps(&model, cfg, &Device::Cpu, &batch, repeats)?;
-    let gflop = 3.0 * (cfg_flops(t, b, v, h) + 2.0 * (t * b * h * v) as f64) / 1e9;
-    println!(
-        "\ntraining step, charlm (T={t} B={b} V={v} H={h}, Adam, clip 5), median of {repeats}:\n  \
-         gpu {g:.2} ms ({:.2} GF/s)  |  cpu {c:.2} ms ({:.2} GF/s)  |  cpu/gpu {:.2}",
-        gflop / (g / 1e3),
-        gflop / (c / 1e3),
-        c / g
-    );
+    if !opts.json && devices.len() == 2 {
+        println!("GPU and CPU forward outputs agree: worst relative error {worst:.1e}");
+    }
     Ok(())
+}
+
+fn print_row(case: &Case, pass: &str, devices: &[Device], timings: &[Timing], flops: f64) {
+    let mut gpu = None;
+    let mut cpu = None;
+    for (d, t) in devices.iter().zip(timings) {
+        match d {
+            Device::Gpu(_) => gpu = Some(t),
+            Device::Cpu => cpu = Some(t),
+        }
+    }
+    let ms = |t: Option<&Timing>| t.map_or("-".into(), |t| format!("{:.2}", t.ms));
+    let gf = |t: Option<&Timing>| t.map_or("-".into(), |t| format!("{:.2}", flops / t.ms / 1e6));
+    let ratio = match (gpu, cpu) {
+        (Some(g), Some(c)) => format!("{:.2}", g.ms / c.ms),
+        _ => "-".into(),
+    };
+    let mib = gpu.and_then(|t| t.bytes).map_or("-".into(), |b| {
+        format!("{:.1}", b as f64 / (1 << 20) as f64)
+    });
+    println!(
+        "{:<14} {:>4} {:>3} {:>5} {:>5} {:>2} {:>2} {:<7} | {:>9} {:>9} {:>7} | {:>8} {:>8} | {:>8}",
+        case.name,
+        case.t,
+        case.b,
+        case.i,
+        case.h,
+        case.l,
+        case.directions(),
+        pass,
+        ms(gpu),
+        ms(cpu),
+        ratio,
+        gf(gpu),
+        gf(cpu),
+        mib
+    );
 }
 
 /// `bench --profile`: each kernel of the charlm training step on the GPU, timed in isolation,
 /// slowest first, next to the end-to-end step time.
 pub fn profile(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
-    let (model, cfg, batch, [t, b, h, v]) = charlm()?;
+    let case = Suite::builtin()
+        .case("charlm")
+        .cloned()
+        .ok_or_else(|| Error::config("the suite has no charlm case"))?;
+    let (model, cfg, batch) = case.train_setup(case.config()?)?;
     let step_ms = crate::train::time_steps(&model, cfg, &Device::Gpu(ctx.clone()), &batch, 3)?;
     let trainer = GpuTrainer::new(ctx.clone(), &TrainState::new(model), cfg)?;
     let mut kernels = trainer.profile(&batch, repeats)?;
     let total: f64 = kernels.iter().map(|k| k.ms).sum();
     kernels.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     println!(
-        "kernels of one charlm training step (T={t} B={b} V={v} H={h}, Adam, clip 5) on {};\n\
+        "kernels of one charlm training step (T={} B={} V={} H={}, Adam) on {};\n\
          each dispatch timed alone, {repeats} times in one submit:\n",
+        case.t,
+        case.b,
+        case.i,
+        case.h,
         ctx.describe()
     );
     println!(
-        "{:<12} {:>16} {:>10} {:>12} {:>7}",
+        "{:<14} {:>16} {:>10} {:>12} {:>7}",
         "kernel", "workgroups", "per step", "ms per step", "share"
     );
     for k in &kernels {
         println!(
-            "{:<12} {:>16} {:>10} {:>12.2} {:>6.1}%",
+            "{:<14} {:>16} {:>10} {:>12.2} {:>6.1}%",
             format!("{:?}", k.kernel),
             format!("{:?}", k.groups),
             k.dispatches,
@@ -216,15 +370,11 @@ pub fn profile(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
         );
     }
     println!(
-        "{:<12} {:>16} {:>10} {:>12.2}\n\nend-to-end step (median of 3): {step_ms:.2} ms",
+        "{:<14} {:>16} {:>10} {:>12.2}\n\nend-to-end step (median of 3): {step_ms:.2} ms",
         "sum",
         "",
         kernels.iter().map(|k| k.dispatches).sum::<usize>(),
         total
     );
     Ok(())
-}
-
-fn cfg_flops(t: usize, b: usize, i: usize, h: usize) -> f64 {
-    RnnConfig::new(Cell::RnnTanh, i, h).forward_flops(t, b)
 }

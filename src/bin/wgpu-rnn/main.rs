@@ -46,6 +46,14 @@ impl AdapterArgs {
     }
 }
 
+/// Where `bench` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchDevice {
+    Gpu,
+    Cpu,
+    Both,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceKind {
     Gpu,
@@ -126,12 +134,30 @@ enum Command {
     },
     /// Time forward passes on the GPU and the CPU side by side on the benchmark shapes.
     Bench {
-        /// Timed repetitions per shape and device (the median is reported).
+        /// Timed repetitions per case, pass and device, after one warm-up (the median is
+        /// reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
-        /// Only the small shapes (fast on software adapters).
+        /// Every case at smoke-test sizes (T ≤ 8, B ≤ 4, I ≤ 16, H ≤ 32), same names.
         #[arg(long)]
         quick: bool,
+        /// Only these cases of benches/suite.json (comma separated; gpu_only ones included).
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+        /// Also the suite's gpu_only cases (sized for a real GPU).
+        #[arg(long)]
+        gpu_suite: bool,
+        /// Where to run: gpu, cpu or both.
+        #[arg(long, value_enum, default_value_t = BenchDevice::Both)]
+        device: BenchDevice,
+        /// One JSON object a line (name, device, pass, ms, gflops, and bytes on the GPU), in
+        /// the format of PyTorch's side-by-side script, the cost constants first.
+        #[arg(long)]
+        json: bool,
+        /// Only the cost model's constants: an empty dispatch, a submit-and-wait, a small
+        /// readback, on the GPU.
+        #[arg(long)]
+        constants: bool,
         /// Instead of the tables: the time of each kernel of the charlm training step on the
         /// GPU, every dispatch timed in isolation (`--repeats` times each).
         #[arg(long)]
@@ -261,16 +287,33 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             repeats,
             quick,
+            only,
+            gpu_suite,
+            device,
+            json,
+            constants,
             profile,
         }) => {
-            let device = open_device(DeviceKind::Gpu, &cli.adapter)?;
-            let Device::Gpu(ctx) = device else {
-                unreachable!("open_device(Gpu) returns a GPU device")
+            let gpu = device != BenchDevice::Cpu || profile || constants;
+            let ctx = match gpu {
+                true => Some(GpuContext::new(&cli.adapter.options())?),
+                false => None,
             };
-            if profile {
-                bench::profile(&ctx, repeats.max(1))
-            } else {
-                bench::run(&ctx, &bench::shapes(quick), repeats.max(1))
+            match (profile, constants, &ctx) {
+                (true, _, Some(ctx)) => bench::profile(ctx, repeats.max(1)),
+                (false, true, Some(ctx)) => bench::constants(ctx, repeats.max(5), json),
+                _ => bench::run(
+                    ctx.as_ref(),
+                    &bench::Options {
+                        repeats,
+                        quick,
+                        only,
+                        gpu_suite,
+                        gpu,
+                        cpu: device != BenchDevice::Gpu,
+                        json,
+                    },
+                ),
             }
         }
         None => {
