@@ -19,6 +19,20 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, data};
 
+/// The median of timings, the mean of the two middle values for an even count (as Python's
+/// `statistics.median`, which PyTorch's side-by-side script uses).
+///
+/// # Panics
+/// When `v` is empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n % 2 {
+        1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
 /// Built-in data: `B` phase-shifted sine waves of `I` harmonics, `[T, B, I]`.
 pub fn sine_batch(t: usize, b: usize, i: usize) -> Tensor {
     let mut x = Vec::with_capacity(t * b * i);

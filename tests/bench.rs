@@ -27,9 +27,14 @@ fn the_suite_file_is_the_compiled_in_suite() {
     assert_eq!(names.len(), suite.cases.len(), "case names are unique");
 }
 
+/// The cells the engine runs; a case of another cell must be reported as skipped. (When a cell
+/// lands, add it here: the test then demands its cases run.)
+const ENGINE_CELLS: [&str; 2] = ["rnn_tanh", "rnn_relu"];
+
 /// Every case of the suite (gpu_only ones included) either gives a forward and a train line
 /// on both devices, or is reported skipped with its reason; every line has the five fields of
-/// PyTorch's script, and joins with a PyTorch line of the same (name, pass).
+/// PyTorch's script in its order and with its separators, and joins with PyTorch's lines on
+/// (name, pass) as `join.py` does.
 #[test]
 fn quick_json_covers_the_suite_and_joins_with_pytorch_lines() {
     let out = bench(&["--quick", "--json", "--repeats", "1", "--gpu-suite"]);
@@ -39,6 +44,14 @@ fn quick_json_covers_the_suite_and_joins_with_pytorch_lines() {
     let mut ours: BTreeMap<(String, String, String), f64> = BTreeMap::new();
     let mut constants = 0;
     for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        // json.dumps's layout: the keys in the script's order, ", " and ": " separators.
+        let at = |key: &str| line.find(&format!("\"{key}\": ")).unwrap_or(usize::MAX);
+        let order = ["name", "device", "pass", "ms", "gflops"].map(at);
+        assert!(line.starts_with("{\"name\": \""), "{line}");
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1] && w[1] != usize::MAX),
+            "{line}"
+        );
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
         let name = v["name"].as_str().unwrap_or_else(|| panic!("{line}: name"));
         let device = v["device"]
@@ -52,14 +65,14 @@ fn quick_json_covers_the_suite_and_joins_with_pytorch_lines() {
         match pass {
             "constant" => constants += 1,
             "forward" | "train" => {
+                let bytes = v["bytes"].as_u64();
                 assert_eq!(
-                    v["bytes"].as_u64().is_some(),
+                    bytes.is_some(),
                     device == "wgpu-rnn-gpu",
-                    "{line}: bytes on (and only on) GPU lines"
+                    "{line}: bytes on GPU lines"
                 );
-                if device == "wgpu-rnn-gpu" {
-                    assert!(v["bytes"].as_u64().unwrap() > 0, "{line}");
-                }
+                assert!(bytes.is_none_or(|b| b > 0), "{line}");
+                assert!(v["gflops"].as_f64().unwrap() > 0.0, "{line}");
             }
             other => panic!("{line}: pass {other}"),
         }
@@ -71,30 +84,50 @@ fn quick_json_covers_the_suite_and_joins_with_pytorch_lines() {
         "the three cost constants lead the GPU's lines"
     );
     let suite = Suite::builtin();
+    let mut joined = 0;
     for case in &suite.cases {
+        let runs = ENGINE_CELLS.contains(&case.cell.as_str());
         let skipped = stderr.contains(&format!("skipped {}: ", case.name));
-        let runs = case.engine_cell().is_ok();
         assert_eq!(
             skipped, !runs,
             "{}: skipped exactly when its cell is missing",
             case.name
         );
-        for device in ["wgpu-rnn-gpu", "wgpu-rnn-cpu"] {
-            for pass in ["forward", "train"] {
-                // A PyTorch line for the same case and pass joins on (name, pass), as join.py.
-                let theirs = serde_json::json!({
-                    "name": case.name, "device": "pytorch-cpu", "pass": pass,
-                    "ms": 1.0, "gflops": 1.0,
-                });
+        for pass in ["forward", "train"] {
+            // The line PyTorch's script prints for this case and pass.
+            let theirs = format!(
+                "{{\"name\": \"{}\", \"device\": \"pytorch-cpu\", \"pass\": \"{pass}\", \"ms\": 1.5, \"gflops\": 2.0}}",
+                case.name
+            );
+            let t: Value = serde_json::from_str(&theirs).unwrap();
+            for device in ["wgpu-rnn-gpu", "wgpu-rnn-cpu"] {
                 let key = (
-                    theirs["name"].as_str().unwrap().to_string(),
+                    t["name"].as_str().unwrap().to_string(),
                     device.to_string(),
-                    theirs["pass"].as_str().unwrap().to_string(),
+                    t["pass"].as_str().unwrap().to_string(),
                 );
-                assert_eq!(ours.contains_key(&key), runs, "{key:?}");
+                match ours.get(&key) {
+                    Some(ms) => {
+                        assert!(runs, "{key:?}: a skipped case has a line");
+                        let ratio = ms / t["ms"].as_f64().unwrap();
+                        assert!(ratio.is_finite() && ratio >= 0.0, "{key:?}");
+                        joined += 1;
+                    }
+                    None => assert!(!runs, "{key:?}: missing"),
+                }
             }
         }
     }
+    let elman = suite
+        .cases
+        .iter()
+        .filter(|c| ENGINE_CELLS.contains(&c.cell.as_str()));
+    assert_eq!(
+        joined,
+        4 * elman.count(),
+        "two passes on two devices per Elman case"
+    );
+    assert!(joined >= 4 * 7, "the suite has at least 7 Elman cases");
 }
 
 #[test]

@@ -355,7 +355,6 @@ impl GpuContext {
         }
     }
 
-    /// Copies `bytes` bytes of `src` out to the host, blocking until the GPU is done.
     /// Submits `encoder` and waits until the queue has finished it.
     pub(crate) fn submit_wait(&self, encoder: wgpu::CommandEncoder, context: &str) -> Result<()> {
         let index = self.queue.submit([encoder.finish()]);
@@ -371,6 +370,8 @@ impl GpuContext {
         self.take_error(context)
     }
 
+    /// Submits `encoder` with a copy of each `(src, staging, bytes)` into its host-readable
+    /// staging buffer, waits for the GPU, and returns the staging buffers' contents.
     pub(crate) fn read_buffers(
         &self,
         encoder: wgpu::CommandEncoder,

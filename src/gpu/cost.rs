@@ -8,10 +8,13 @@ use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{ColSumDims, Kernel};
 use crate::gpu::ops::{self, Recorder};
+use crate::suite::median;
 
 /// Dispatches of the empty kernel recorded into one compute pass for
 /// [`CostConstants::empty_dispatch_ms`].
 const DISPATCHES: usize = 1000;
+/// Untimed rounds before the timed ones.
+const WARM_UP: usize = 5;
 
 /// Fixed costs of one adapter, in milliseconds (medians of repeated measurements).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,14 +29,9 @@ pub struct CostConstants {
     pub readback_ms: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 impl CostConstants {
-    /// Measures the constants on `ctx`, each the median of `repeats` runs (at least 3) after
-    /// one warm-up run.
+    /// Measures the constants on `ctx`, each the median of `repeats` runs (at least 3), in
+    /// interleaved rounds after 5 untimed ones.
     ///
     /// # Errors
     /// [`crate::Error::Gpu`] when the device fails.
@@ -75,36 +73,43 @@ impl CostConstants {
                     label: Some("cost constants"),
                 })
         };
-        let time = |ops: &[ops::Op]| -> Result<f64> {
-            let mut times = Vec::with_capacity(repeats);
-            for i in 0..=repeats {
-                let mut e = encoder();
-                if !ops.is_empty() {
-                    ops::encode(&mut e, ops);
-                }
-                let start = Instant::now();
-                ctx.submit_wait(e, "cost constants")?;
-                if i > 0 {
-                    times.push(start.elapsed().as_secs_f64() * 1e3);
-                }
+        let submit = |ops: &[ops::Op]| -> Result<f64> {
+            let mut e = encoder();
+            if !ops.is_empty() {
+                ops::encode(&mut e, ops);
             }
-            Ok(median(times))
+            let start = Instant::now();
+            ctx.submit_wait(e, "cost constants")?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
         };
-        let submit_wait_ms = time(&[])?;
-        let one = time(std::slice::from_ref(&op))?;
-        let all = time(&many)?;
-        let mut reads = Vec::with_capacity(repeats);
-        for i in 0..=repeats {
+        let read = || -> Result<f64> {
             let start = Instant::now();
             ctx.read_buffers(
                 encoder(),
                 &[(&src, &staging, 256)],
                 "cost constants readback",
             )?;
-            if i > 0 {
-                reads.push(start.elapsed().as_secs_f64() * 1e3);
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        };
+        // Interleaved rounds after warm-up rounds, so that no constant is measured while the
+        // device or driver is still warming up and the others after.
+        let (mut empty, mut one, mut all, mut reads) = (vec![], vec![], vec![], vec![]);
+        for round in 0..WARM_UP + repeats {
+            let t = [
+                submit(&[])?,
+                submit(std::slice::from_ref(&op))?,
+                submit(&many)?,
+                read()?,
+            ];
+            if round >= WARM_UP {
+                empty.push(t[0]);
+                one.push(t[1]);
+                all.push(t[2]);
+                reads.push(t[3]);
             }
         }
+        let submit_wait_ms = median(empty);
+        let (one, all) = (median(one), median(all));
         drop(rec.finish());
         Ok(CostConstants {
             empty_dispatch_ms: ((all - one) / (DISPATCHES - 1) as f64).max(0.0),

@@ -623,8 +623,9 @@ impl GpuRnn {
     }
 
     /// Bytes of device memory this model holds: parameters, gradients, derived weights and,
-    /// once a pass has run, the workspace of its shape (activations, gradients, staging
-    /// buffers and uniforms).
+    /// once a pass has run, the workspace of its shape (activations, gradients, uniforms).
+    /// The host-readable staging buffers of `forward`'s readback are not counted: on a
+    /// discrete GPU they live in host memory.
     pub fn memory_bytes(&self) -> u64 {
         let mut buffers: Vec<&wgpu::Buffer> = vec![&self.params, &self.grads, &self.dummy];
         for d in &self.derived {
@@ -634,7 +635,7 @@ impl GpuRnn {
         buffers.extend(&self._keep);
         if let Some(ws) = &self.workspace {
             buffers.extend([&ws.input, &ws.h0, &ws.h_n, &ws.grad_out, &ws.grad_hn]);
-            buffers.extend([&ws.grad_h0, &ws.out_staging, &ws.hn_staging]);
+            buffers.push(&ws.grad_h0);
             buffers.extend(ws.ys.iter().chain(&ws.grad_x).chain(&ws._keep));
         }
         buffers.iter().map(|b| b.size()).sum()

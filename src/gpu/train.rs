@@ -137,7 +137,8 @@ impl GpuTrainer {
     /// ([`GpuRnn::memory_bytes`]), the head's parameters and gradients (one placeholder
     /// element each when empty), the optimizer's moments and uniforms, the norms and the loss,
     /// and, once a step has run, the step workspace of its shape (targets, logits or element
-    /// losses, reduction scratch and uniforms).
+    /// losses, reduction scratch and uniforms). The host-readable staging buffer of the loss
+    /// is not counted (on a discrete GPU it lives in host memory).
     pub fn memory_bytes(&self) -> u64 {
         let mut buffers = vec![
             &self.head_w,
@@ -146,7 +147,6 @@ impl GpuTrainer {
             &self.g_head_b,
             &self.norms,
             &self.loss,
-            &self.loss_staging,
         ];
         for s in &self.slots {
             buffers.extend([&s.m1, &s.m2, &s.hyper]);

@@ -35,11 +35,6 @@ struct Timing {
     bytes: Option<u64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Median of `repeats` timed calls of `f` after one warm-up call.
 fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -49,7 +44,7 @@ fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         f()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(median(times))
+    Ok(wgpu_rnn::suite::median(times))
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {

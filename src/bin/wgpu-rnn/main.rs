@@ -132,7 +132,7 @@ enum Command {
         #[command(flatten)]
         hyper: train::Hyper,
     },
-    /// Time forward passes on the GPU and the CPU side by side on the benchmark shapes.
+    /// The benchmark suite (benches/suite.json): forward pass and training step of every case on the GPU and the CPU, as a table or JSON lines that join with PyTorch's; the cost constants; a per-kernel profile.
     Bench {
         /// Timed repetitions per case, pass and device, after one warm-up (the median is
         /// reported).

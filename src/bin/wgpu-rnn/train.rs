@@ -518,8 +518,7 @@ pub fn time_steps(
         tr.loss()?; // waits for the queue
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(wgpu_rnn::suite::median(times))
 }
 
 /// The main job: train the character model on the built-in corpus for a bounded time.
