@@ -66,6 +66,35 @@ fn run(
     (tr.state().unwrap(), losses)
 }
 
+/// Four carried steps on the CPU and on `gpu`: the losses agree to 1e-4 relative and every
+/// stack parameter to 1e-4 normwise; returns the final (CPU, GPU) states.
+#[track_caller]
+fn trajectories_agree(
+    model: &SeqModel,
+    batch: &Batch,
+    cfg: TrainConfig,
+    gpu: &Device,
+    what: &str,
+) -> (TrainState, TrainState) {
+    let (c, cl) = run(model, batch, cfg, &Device::Cpu, 4, true);
+    let (g, gl) = run(model, batch, cfg, gpu, 4, true);
+    for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+            "{what}: loss at step {i}: cpu {a}, gpu {b}"
+        );
+    }
+    for (name, t) in c.model.rnn.to_tensor_file().tensors {
+        common::assert_close(
+            &format!("{what}: {name}"),
+            &g.model.rnn.to_tensor_file().tensors[&name],
+            &t,
+            1e-4,
+        );
+    }
+    (c, g)
+}
+
 #[test]
 fn gpu_and_cpu_training_agree() {
     let gpu = Device::Gpu(common::gpu());
@@ -80,29 +109,14 @@ fn gpu_and_cpu_training_agree() {
                     optimizer: opt,
                     clip_norm: clip,
                 };
-                let (c, cl) = run(&model, &batch, cfg, &Device::Cpu, 4, true);
-                let (g, gl) = run(&model, &batch, cfg, &gpu, 4, true);
                 let what = format!("{what}, {} clip {clip:?}", opt.name());
-                for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
-                        "{what}: loss at step {i}: cpu {a}, gpu {b}"
-                    );
-                }
+                let (c, g) = trajectories_agree(&model, &batch, cfg, &gpu, &what);
                 common::assert_close(
                     &format!("{what}: head weight"),
                     &g.model.head_w,
                     &c.model.head_w,
                     1e-4,
                 );
-                for (name, t) in c.model.rnn.to_tensor_file().tensors {
-                    common::assert_close(
-                        &format!("{what}: {name}"),
-                        &g.model.rnn.to_tensor_file().tensors[&name],
-                        &t,
-                        1e-4,
-                    );
-                }
                 let m = |v: &[f32]| Tensor::new(vec![v.len()], v.to_vec()).unwrap();
                 common::assert_close(&format!("{what}: m2"), &m(&g.m2), &m(&c.m2), 1e-3);
                 assert_eq!(g.step, 4);
@@ -491,25 +505,10 @@ fn gpu_and_cpu_mean_square_training_agree() {
                     optimizer: opt,
                     clip_norm: clip,
                 };
-                let (c, cl) = run(&model, &batch, cfg, &Device::Cpu, 4, true);
-                let (g, gl) = run(&model, &batch, cfg, &gpu, 4, true);
                 let what = format!("{what}, {} clip {clip:?}", opt.name());
-                for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
-                        "{what}: loss at step {i}: cpu {a}, gpu {b}"
-                    );
-                }
+                let (c, g) = trajectories_agree(&model, &batch, cfg, &gpu, &what);
                 assert_eq!(g.model.head_w.shape(), c.model.head_w.shape());
                 assert_eq!(g.model.head_b.shape(), &[0]);
-                for (name, t) in c.model.rnn.to_tensor_file().tensors {
-                    common::assert_close(
-                        &format!("{what}: {name}"),
-                        &g.model.rnn.to_tensor_file().tensors[&name],
-                        &t,
-                        1e-4,
-                    );
-                }
                 let m = |v: &[f32]| Tensor::new(vec![v.len()], v.to_vec()).unwrap();
                 assert_eq!(g.m1.len(), model.num_params());
                 if !matches!(opt, Optimizer::Sgd { momentum: 0.0, .. }) {

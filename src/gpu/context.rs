@@ -355,18 +355,24 @@ impl GpuContext {
         }
     }
 
-    /// Submits `encoder` and waits until the queue has finished it.
-    pub(crate) fn submit_wait(&self, encoder: wgpu::CommandEncoder, context: &str) -> Result<()> {
-        let index = self.queue.submit([encoder.finish()]);
+    /// Blocks until the queue has finished submission `index`.
+    fn wait(&self, index: wgpu::SubmissionIndex, context: &str) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: Some(index),
                 timeout: None,
             })
+            .map(drop)
             .map_err(|e| Error::Gpu {
                 context: context.into(),
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Submits `encoder` and waits until the queue has finished it.
+    pub(crate) fn submit_wait(&self, encoder: wgpu::CommandEncoder, context: &str) -> Result<()> {
+        let index = self.queue.submit([encoder.finish()]);
+        self.wait(index, context)?;
         self.take_error(context)
     }
 
@@ -393,15 +399,7 @@ impl GpuContext {
                 });
         }
         drop(tx);
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu {
-                context: context.into(),
-                message: e.to_string(),
-            })?;
+        self.wait(index, context)?;
         let mut mapped = vec![false; reads.len()];
         let mut failure = None;
         for (i, r) in rx.iter() {
