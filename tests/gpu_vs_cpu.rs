@@ -251,3 +251,37 @@ fn h_n_layout() {
         }
     }
 }
+
+/// Inference allocates only what a forward pass needs: the parameter gradients and the
+/// backward workspace (gate gradients, ∂output, ∂x per layer, ∂h0) come with the first
+/// backward pass.
+#[test]
+fn inference_allocates_no_training_buffers() {
+    use wgpu_rnn::gpu::GpuRnn;
+    let cfg = base().layers(2).bidirectional(true);
+    let params = RnnParams::random(cfg, 9);
+    let (t, b) = (6, 3);
+    let (x, _) = inputs(&cfg, t, b, false, 10);
+    let mut rnn = GpuRnn::new(common::gpu(), &params).unwrap();
+    rnn.forward(&x, None).unwrap();
+    let inference = rnn.memory_bytes();
+    let out_len = t * b * cfg.output_size();
+    rnn.backward(&Tensor::full(&[t, b, cfg.output_size()], 1.0), None)
+        .unwrap();
+    let training = rnn.memory_bytes();
+    // At least the parameter gradients, ∂output and the gate gradients, in f32.
+    let n_params: usize = params
+        .to_tensor_file()
+        .tensors
+        .values()
+        .map(|t| t.len())
+        .sum();
+    let at_least = 4 * (n_params + 2 * out_len) as u64;
+    assert!(
+        training >= inference + at_least,
+        "inference {inference} B, after backward {training} B: expected {at_least} B more"
+    );
+    // A second forward pass of the same shape allocates nothing.
+    rnn.forward(&x, None).unwrap();
+    assert_eq!(rnn.memory_bytes(), training);
+}

@@ -34,6 +34,20 @@ pub(crate) struct Workspace {
     pub ys: Vec<wgpu::Buffer>,
     pub h_n: wgpu::Buffer,
     forward_ops: Vec<Op>,
+    /// Host-readable copies of the output and `h_n`, for `forward`'s readback.
+    out_staging: wgpu::Buffer,
+    hn_staging: wgpu::Buffer,
+    /// One [`StepParams`] slot per step, shared by all layers and both passes.
+    step_uniform: wgpu::Buffer,
+    /// The training half, built by the first backward pass or training step: inference
+    /// allocates none of it.
+    pub backward: Option<BackwardWorkspace>,
+    // Kept alive for the bind groups that use them.
+    _keep: Vec<wgpu::Buffer>,
+}
+
+/// The buffers and recorded ops of the backward pass for one `(T, B)`.
+pub(crate) struct BackwardWorkspace {
     /// `∂L/∂output`, `[T, B, D·H]`: written by the caller (or a loss head) before backward.
     pub grad_out: wgpu::Buffer,
     pub grad_hn: wgpu::Buffer,
@@ -42,10 +56,6 @@ pub(crate) struct Workspace {
     /// token input).
     grad_x: Vec<wgpu::Buffer>,
     backward_ops: Vec<Op>,
-    /// Host-readable copies of the output and `h_n`, for `forward`'s readback.
-    out_staging: wgpu::Buffer,
-    hn_staging: wgpu::Buffer,
-    // Kept alive for the bind groups that use them.
     _keep: Vec<wgpu::Buffer>,
 }
 
@@ -75,8 +85,9 @@ pub struct GpuRnn {
     pub(crate) layout: ParamLayout,
     /// All parameters, flat (see [`ParamLayout`]).
     pub(crate) params: wgpu::Buffer,
-    /// All parameter gradients, same layout; written by the backward pass.
-    pub(crate) grads: wgpu::Buffer,
+    /// All parameter gradients, same layout; written by the backward pass, allocated with
+    /// the first backward workspace.
+    grads: Option<wgpu::Buffer>,
     derived: Vec<Derived>,
     prepare_ops: Vec<Op>,
     dummy: wgpu::Buffer,
@@ -84,6 +95,15 @@ pub struct GpuRnn {
     /// Whether `forward` ran on the current workspace since it was built.
     has_forward: bool,
     _keep: Vec<wgpu::Buffer>,
+}
+
+/// Binds one [`StepParams`] slot of `steps` (the offset is dynamic, set per dispatch).
+fn step_binding(steps: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: steps,
+        offset: 0,
+        size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
+    })
 }
 
 fn act_code(cell: Cell) -> u32 {
@@ -124,7 +144,6 @@ impl GpuRnn {
         ctx.check_buffer("parameters", (layout.total * 4) as u64)?;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let flat = ops::upload(&ctx, "parameters", &layout.flatten(params))?;
-        let grads = ops::storage(&ctx, "gradients", layout.total, rw)?;
         let dummy = ops::upload(&ctx, "dummy", &[0.0])?;
         let mut derived = Vec::new();
         let mut prepare_ops = Vec::new();
@@ -168,7 +187,7 @@ impl GpuRnn {
             token_input,
             layout,
             params: flat,
-            grads,
+            grads: None,
             derived,
             prepare_ops,
             dummy,
@@ -285,11 +304,7 @@ impl GpuRnn {
         ctx.check_buffer("output", (tb * dh * 4) as u64)?;
         ctx.check_buffer("projection", (tb * d_n * g * h * 4) as u64)?;
         ctx.check_buffer("step uniforms", t_len as u64 * UNIFORM_STRIDE)?;
-        let step_groups = [
-            (h as u32).div_ceil(STEP_UNITS),
-            (b as u32).div_ceil(STEP_ROWS),
-            d_n as u32,
-        ];
+        let step_groups = self.step_groups(b);
         ctx.check_dispatch("RnnStep", step_groups)?;
         for l in 0..cfg.num_layers {
             let spec = GemmSpec::a_bt(tb, d_n * g * h, cfg.layer_input_size(l));
@@ -301,20 +316,6 @@ impl GpuRnn {
         let proj = ops::storage(ctx, "projection", tb * d_n * g * h, rw)?;
         let ys = (0..cfg.num_layers)
             .map(|l| ops::storage(ctx, &format!("output l{l}"), tb * dh, rw))
-            .collect::<Result<Vec<_>>>()?;
-        let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
-        let grad_hn = ops::storage(ctx, "grad_h_n", states, rw)?;
-        let grad_h0 = ops::storage(ctx, "grad.h0", states, rw)?;
-        let grad_a = ops::storage(ctx, "gate gradients", tb * dh, rw)?;
-        let grad_x = (0..cfg.num_layers)
-            .map(|l| {
-                let n = if l == 0 && self.token_input {
-                    1
-                } else {
-                    tb * cfg.layer_input_size(l)
-                };
-                ops::storage(ctx, &format!("grad x l{l}"), n, rw)
-            })
             .collect::<Result<Vec<_>>>()?;
 
         // One uniform slot per step, shared by all layers and both passes.
@@ -329,25 +330,8 @@ impl GpuRnn {
             steps[s * UNIFORM_STRIDE as usize..][..16].copy_from_slice(bytemuck::bytes_of(&p));
         }
         let step_uniform = ops::uniform(ctx, "steps", &steps);
-        let step_binding = || {
-            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &step_uniform,
-                offset: 0,
-                size: wgpu::BufferSize::new(std::mem::size_of::<StepParams>() as u64),
-            })
-        };
         let mut rec = ops::Recorder::new(ctx, &self.dummy);
         let mut fwd = Vec::new();
-        let mut bwd = Vec::new();
-        let step_dims = |l: usize| StepDims {
-            batch: b as u32,
-            hidden: h as u32,
-            dirs: d_n as u32,
-            act: act_code(cfg.cell),
-            state0: (l * d_n) as u32,
-            w_off: self.layout.layers[l].w_hh as u32,
-            _pad: [0; 2],
-        };
         for (l, off) in self.layout.layers.iter().enumerate() {
             let i_l = cfg.layer_input_size(l);
             let der = &self.derived[l];
@@ -378,14 +362,14 @@ impl GpuRnn {
             }
             let du = rec.uniform(
                 &format!("step dims l{l}"),
-                bytemuck::bytes_of(&step_dims(l)),
+                bytemuck::bytes_of(&self.step_dims(l, b)),
             );
             let step = Op::new(
                 ctx,
                 Kernel::RnnStep,
                 &[
                     bind(&du),
-                    step_binding(),
+                    step_binding(&step_uniform),
                     bind(&der.w_hh_t),
                     bind(&proj),
                     bind(&h0),
@@ -399,6 +383,111 @@ impl GpuRnn {
             }
         }
 
+        let mut keep = rec.finish();
+        keep.push(proj);
+        Ok(Workspace {
+            t: t_len,
+            b,
+            input,
+            h0,
+            ys,
+            h_n,
+            forward_ops: fwd,
+            out_staging: ops::staging(ctx, "output readback", tb * dh),
+            hn_staging: ops::staging(ctx, "h_n readback", states),
+            step_uniform,
+            backward: None,
+            _keep: keep,
+        })
+    }
+
+    /// The uniform `Dims` of layer `l`'s step kernels for batch `b`.
+    fn step_dims(&self, l: usize, b: usize) -> StepDims {
+        StepDims {
+            batch: b as u32,
+            hidden: self.config.hidden_size as u32,
+            dirs: self.config.directions() as u32,
+            act: act_code(self.config.cell),
+            state0: (l * self.config.directions()) as u32,
+            w_off: self.layout.layers[l].w_hh as u32,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Workgroups of one step dispatch for batch `b` (both directions).
+    fn step_groups(&self, b: usize) -> [u32; 3] {
+        [
+            (self.config.hidden_size as u32).div_ceil(STEP_UNITS),
+            (b as u32).div_ceil(STEP_ROWS),
+            self.config.directions() as u32,
+        ]
+    }
+
+    /// Makes sure the backward half of the workspace (and the parameter gradients) exist for
+    /// the current shape: built on the first backward pass or training step, so that
+    /// inference never allocates them.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no workspace exists yet (no forward shape), [`Error::Limit`]
+    /// when a buffer exceeds the device.
+    pub(crate) fn ensure_backward(&mut self) -> Result<()> {
+        if self.grads.is_none() {
+            let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+            self.grads = Some(ops::storage(&self.ctx, "gradients", self.layout.total, rw)?);
+        }
+        let Some(ws) = self.workspace.as_ref() else {
+            return Err(Error::config(
+                "backward: no workspace; run a forward pass first",
+            ));
+        };
+        if ws.backward.is_none() {
+            let bw = self.build_backward(ws)?;
+            self.workspace.as_mut().expect("checked above").backward = Some(bw);
+        }
+        Ok(())
+    }
+
+    /// The backward half of the workspace, once [`GpuRnn::ensure_backward`] has run.
+    pub(crate) fn backward_workspace(&self) -> &BackwardWorkspace {
+        let ws = self.workspace.as_ref().expect("ensure_workspace first");
+        ws.backward.as_ref().expect("ensure_backward first")
+    }
+
+    /// The parameter gradients (flat, the parameters' layout), once [`GpuRnn::ensure_backward`]
+    /// has run.
+    pub(crate) fn grads(&self) -> &wgpu::Buffer {
+        self.grads.as_ref().expect("ensure_backward first")
+    }
+
+    /// The backward pass's buffers and ops for the forward workspace `ws`.
+    fn build_backward(&self, ws: &Workspace) -> Result<BackwardWorkspace> {
+        let ctx = &*self.ctx;
+        let cfg = &self.config;
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
+        let (t_len, b) = (ws.t, ws.b);
+        let dh = d_n * h;
+        let tb = t_len * b;
+        let states = cfg.num_layers * d_n * b * h;
+        let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let grads = self.grads();
+        let (input, h0, ys) = (ws.input.clone(), ws.h0.clone(), ws.ys.clone());
+        let step_groups = self.step_groups(b);
+        let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
+        let grad_hn = ops::storage(ctx, "grad_h_n", states, rw)?;
+        let grad_h0 = ops::storage(ctx, "grad.h0", states, rw)?;
+        let grad_a = ops::storage(ctx, "gate gradients", tb * dh, rw)?;
+        let grad_x = (0..cfg.num_layers)
+            .map(|l| {
+                let n = if l == 0 && self.token_input {
+                    1
+                } else {
+                    tb * cfg.layer_input_size(l)
+                };
+                ops::storage(ctx, &format!("grad x l{l}"), n, rw)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut rec = ops::Recorder::new(ctx, &self.dummy);
+        let mut bwd = Vec::new();
         // Backward, from the top layer down.
         for l in (0..cfg.num_layers).rev() {
             let off = self.layout.layers[l];
@@ -411,14 +500,14 @@ impl GpuRnn {
             };
             let du = rec.uniform(
                 &format!("backward dims l{l}"),
-                bytemuck::bytes_of(&step_dims(l)),
+                bytemuck::bytes_of(&self.step_dims(l, b)),
             );
             let step = Op::new(
                 ctx,
                 Kernel::RnnStepBwd,
                 &[
                     bind(&du),
-                    step_binding(),
+                    step_binding(&ws.step_uniform),
                     bind(&self.params),
                     bind(grad_y),
                     bind(&grad_hn),
@@ -455,7 +544,7 @@ impl GpuRnn {
                     c_off: off.w_hh + d * h * h,
                     ..GemmSpec::row_major(h, h, (t_len - 1) * b)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, &ys[l], None, &self.grads)?);
+                bwd.extend(rec.gemm(spec, &grad_a, &ys[l], None, grads)?);
                 let spec = GemmSpec {
                     a_off: t0 * b * dh + d * h,
                     a_rs: 1,
@@ -465,7 +554,7 @@ impl GpuRnn {
                     accumulate: true,
                     ..GemmSpec::row_major(h, h, b)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, &h0, None, &self.grads)?);
+                bwd.extend(rec.gemm(spec, &grad_a, &h0, None, grads)?);
             }
             // Both directions at once: ∂W_ih = δAᵀ·X (a scatter for token input),
             // ∂b_ih = ∂b_hh = 1ᵀ·δA, ∂X = δA·W_ih.
@@ -477,7 +566,7 @@ impl GpuRnn {
                     w_off: off.w_ih as u32,
                     ..Default::default()
                 };
-                let bufs = [&input, &grad_a, &self.grads];
+                let bufs = [&input, &grad_a, grads];
                 let bytes = bytemuck::bytes_of(&dims);
                 bwd.push(rec.op(Kernel::EmbedZero, bytes, &bufs, linear_groups(dh * i_l))?);
                 // Consecutive dispatches over chunks of positions, within the loop budget.
@@ -497,7 +586,7 @@ impl GpuRnn {
                     c_off: off.w_ih,
                     ..GemmSpec::row_major(dh, i_l, tb)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, x, None, &self.grads)?);
+                bwd.extend(rec.gemm(spec, &grad_a, x, None, grads)?);
                 let spec = GemmSpec {
                     b_off: off.w_ih,
                     ..GemmSpec::row_major(tb, i_l, dh)
@@ -505,26 +594,17 @@ impl GpuRnn {
                 bwd.extend(rec.gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
             }
             if let Some((bi, bh)) = off.bias {
-                bwd.extend(rec.colsum(tb, dh, (&grad_a, 0, dh), &self.grads, bi, bh)?);
+                bwd.extend(rec.colsum(tb, dh, (&grad_a, 0, dh), grads, bi, bh)?);
             }
         }
         let mut keep = rec.finish();
-        keep.extend([step_uniform.clone(), proj, grad_a]);
-        Ok(Workspace {
-            t: t_len,
-            b,
-            input,
-            h0,
-            ys,
-            h_n,
-            forward_ops: fwd,
+        keep.push(grad_a);
+        Ok(BackwardWorkspace {
             grad_out,
             grad_hn,
             grad_h0,
             grad_x,
             backward_ops: bwd,
-            out_staging: ops::staging(ctx, "output readback", tb * dh),
-            hn_staging: ops::staging(ctx, "h_n readback", states),
             _keep: keep,
         })
     }
@@ -543,13 +623,15 @@ impl GpuRnn {
     /// prepare (for profiling).
     pub(crate) fn passes(&self) -> [&[Op]; 3] {
         let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        [&ws.forward_ops, &ws.backward_ops, &self.prepare_ops]
+        let bw = ws.backward.as_ref().expect("ensure_backward first");
+        [&ws.forward_ops, &bw.backward_ops, &self.prepare_ops]
     }
 
     /// Records the backward pass; `grad_out` (and `grad_hn`) must hold the incoming gradients.
     pub(crate) fn record_backward(&self, encoder: &mut wgpu::CommandEncoder) {
         let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        ops::encode(encoder, &ws.backward_ops);
+        let bw = ws.backward.as_ref().expect("ensure_backward first");
+        ops::encode(encoder, &bw.backward_ops);
     }
 
     /// Runs the stack forward: PyTorch's `nn.RNN.forward(input, h0)` on the GPU.
@@ -622,21 +704,26 @@ impl GpuRnn {
         self.ctx.submit_wait(encoder, "forward again")
     }
 
-    /// Bytes of device memory this model holds: parameters, gradients, derived weights and,
-    /// once a pass has run, the workspace of its shape (activations, gradients, uniforms).
+    /// Bytes of device memory this model holds: parameters, derived weights and, once a pass
+    /// has run, the workspace of its shape (activations, uniforms); after a backward pass or
+    /// training step also the parameter gradients and the backward workspace.
     /// The host-readable staging buffers of `forward`'s readback are not counted: on a
     /// discrete GPU they live in host memory.
     pub fn memory_bytes(&self) -> u64 {
-        let mut buffers: Vec<&wgpu::Buffer> = vec![&self.params, &self.grads, &self.dummy];
+        let mut buffers: Vec<&wgpu::Buffer> = vec![&self.params, &self.dummy];
+        buffers.extend(&self.grads);
         for d in &self.derived {
             buffers.push(&d.w_hh_t);
             buffers.extend(d.bias.as_ref());
         }
         buffers.extend(&self._keep);
         if let Some(ws) = &self.workspace {
-            buffers.extend([&ws.input, &ws.h0, &ws.h_n, &ws.grad_out, &ws.grad_hn]);
-            buffers.push(&ws.grad_h0);
-            buffers.extend(ws.ys.iter().chain(&ws.grad_x).chain(&ws._keep));
+            buffers.extend([&ws.input, &ws.h0, &ws.h_n, &ws.step_uniform]);
+            buffers.extend(ws.ys.iter().chain(&ws._keep));
+            if let Some(bw) = &ws.backward {
+                buffers.extend([&bw.grad_out, &bw.grad_hn, &bw.grad_h0]);
+                buffers.extend(bw.grad_x.iter().chain(&bw._keep));
+            }
         }
         buffers.iter().map(|b| b.size()).sum()
     }
@@ -671,6 +758,10 @@ impl GpuRnn {
             g.expect_shape("grad_h_n", &[l_n * d_n, b, h])?;
             g.expect_finite("grad_h_n")?;
         }
+        self.ensure_backward()?;
+        let grads = self.grads();
+        let ws = self.workspace.as_ref().expect("checked above");
+        let ws = ws.backward.as_ref().expect("ensured above");
         let queue = &self.ctx.queue;
         queue.write_buffer(&ws.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
         let mut encoder = self.encoder("backward");
@@ -682,7 +773,7 @@ impl GpuRnn {
         let reads = [
             (&ws.grad_x[0], t_len * b * cfg.input_size),
             (&ws.grad_h0, l_n * d_n * b * h),
-            (&self.grads, self.layout.total),
+            (grads, self.layout.total),
         ];
         let stagings: Vec<wgpu::Buffer> = reads
             .iter()

@@ -160,7 +160,6 @@ impl GpuTrainer {
 
     fn build(&self, t: usize, b: usize) -> Result<StepWorkspace> {
         let ctx = &*self.ctx;
-        let rws = self.rnn.workspace().expect("ensure_workspace first");
         let o = self.model.task.outputs();
         let dh = self.model.config().output_size();
         let rows = t * b;
@@ -196,7 +195,7 @@ impl GpuTrainer {
             head_ops.push(rec.op(
                 Kernel::Mse,
                 bytemuck::bytes_of(&dims),
-                &[&zeros, &rws.grad_out, &row_loss],
+                &[&zeros, &self.rnn.backward_workspace().grad_out, &row_loss],
                 linear_groups(n),
             )?);
             head_ops.extend(rec.sum(false, (&row_loss, 0, n), &self.loss, 0)?);
@@ -206,7 +205,7 @@ impl GpuTrainer {
         };
 
         let mut update_ops = Vec::new();
-        let grads = [&self.rnn.grads, &self.g_head_w, &self.g_head_b];
+        let grads = [self.rnn.grads(), &self.g_head_w, &self.g_head_b];
         let params = [&self.rnn.params, &self.head_w, &self.head_b];
         // An empty slot (the absent head of Task::MeanSquare) gets no dispatches: its entry
         // of `norms` stays 0 from creation, which is its squared norm.
@@ -289,7 +288,13 @@ impl GpuTrainer {
         head_ops.extend(rec.gemm(spec, &logits, y, None, &self.g_head_w)?);
         head_ops.extend(rec.colsum(rows, o, (&logits, 0, o), &self.g_head_b, 0, 0)?);
         let spec = GemmSpec::row_major(rows, dh, o);
-        head_ops.extend(rec.gemm(spec, &logits, &self.head_w, None, &rws.grad_out)?);
+        head_ops.extend(rec.gemm(
+            spec,
+            &logits,
+            &self.head_w,
+            None,
+            &self.rnn.backward_workspace().grad_out,
+        )?);
         keep.extend([logits, row_loss]);
         Ok(())
     }
@@ -301,6 +306,7 @@ impl GpuTrainer {
     pub fn step(&mut self, batch: &Batch, carry: bool) -> Result<()> {
         let (t, b) = self.model.check_batch(batch)?;
         self.rnn.ensure_workspace(t, b)?;
+        self.rnn.ensure_backward()?;
         if !matches!(&self.ws, Some(w) if w.t == t && w.b == b) {
             self.ws = None;
             self.ws = Some(self.build(t, b)?);
@@ -349,14 +355,20 @@ impl GpuTrainer {
             // Truncated BPTT: this chunk starts where the last one ended.
             encoder.copy_buffer_to_buffer(&rws.h_n, 0, &rws.h0, 0, None);
         }
-        encoder.clear_buffer(&rws.grad_hn, 0, None);
+        encoder.clear_buffer(&self.rnn.backward_workspace().grad_hn, 0, None);
         self.rnn.record_forward(&mut encoder, !carry);
         let ws = self.ws.as_ref().expect("built");
         if ws.copy_out > 0 {
             // Task::MeanSquare: the loss kernel works on a copy of y, which backward needs.
             let rws = self.rnn.workspace().expect("ensured");
             let y = rws.ys.last().expect("num_layers >= 1");
-            encoder.copy_buffer_to_buffer(y, 0, &rws.grad_out, 0, Some(ws.copy_out));
+            encoder.copy_buffer_to_buffer(
+                y,
+                0,
+                &self.rnn.backward_workspace().grad_out,
+                0,
+                Some(ws.copy_out),
+            );
         }
         ops::encode(&mut encoder, &ws.head_ops);
         self.rnn.record_backward(&mut encoder);
