@@ -1,5 +1,8 @@
-//! Every WGSL kernel parses and validates with naga (no GPU needed), and every shader file in
-//! `shaders/` is one of the kernels the crate builds.
+//! Every WGSL kernel parses and validates with naga (no GPU needed), every shader file in
+//! `shaders/` is one of the kernels the crate builds, and every kernel's entry point translates
+//! with naga's SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and GLSL (GL) back-ends, the code wgpu
+//! runs when it builds a pipeline, so the Metal, DX12 and GL paths are exercised without their
+//! GPUs.
 
 use std::path::PathBuf;
 
@@ -86,5 +89,277 @@ fn every_shader_file_is_a_kernel() {
     }
     for (k, c) in Kernel::ALL.iter().zip(covered) {
         assert!(c, "{k:?} has no file in {}", dir.display());
+    }
+}
+
+/// A kernel's module as wgpu hands it to a back-end: parsed, validated with the capabilities of
+/// a device opened with no features (what the engine requests), and specialised to the kernel's
+/// entry point by `process_overrides` (which wgpu-hal runs before every back-end).
+fn compiled(kernel: Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
+    let source = kernel.source();
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(source)));
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(source)));
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, kernel.entry_point())),
+        &naga::back::PipelineConstants::default(),
+    )
+    .unwrap_or_else(|e| panic!("{kernel:?}: process_overrides: {e}"));
+    (module.into_owned(), info.into_owned())
+}
+
+/// The module's resource bindings (group, binding), with whether each is writable storage.
+fn bindings(module: &naga::Module) -> Vec<(naga::ResourceBinding, bool)> {
+    module
+        .global_variables
+        .iter()
+        .filter_map(|(_, var)| {
+            let writable = matches!(
+                var.space,
+                naga::AddressSpace::Storage { access }
+                    if access.contains(naga::StorageAccess::STORE)
+            );
+            var.binding.map(|b| (b, writable))
+        })
+        .collect()
+}
+
+/// wgpu's runtime checks (on by default): out-of-range indices are clamped.
+fn restrict() -> naga::proc::BoundsCheckPolicies {
+    use naga::proc::BoundsCheckPolicy::{Restrict, Unchecked};
+    naga::proc::BoundsCheckPolicies {
+        index: Restrict,
+        buffer: Restrict,
+        image_load: Restrict,
+        binding_array: Unchecked,
+    }
+}
+
+/// SPIR-V for Vulkan, at `lang_version`, with explicit bindings as wgpu's Vulkan back-end.
+fn to_spirv(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    lang_version: (u8, u8),
+) -> Result<usize, String> {
+    use naga::back::spv;
+    let options = spv::Options {
+        lang_version,
+        flags: spv::WriterFlags::empty(),
+        fake_missing_bindings: false,
+        binding_map: bindings(module)
+            .into_iter()
+            .map(|(b, _)| {
+                let target = spv::BindingInfo {
+                    descriptor_set: b.group,
+                    binding: b.binding,
+                    binding_array_size: None,
+                };
+                (b, target)
+            })
+            .collect(),
+        bounds_check_policies: restrict(),
+        ..spv::Options::default()
+    };
+    let pipeline = spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: entry.to_string(),
+    };
+    let words =
+        spv::write_vec(module, info, &options, Some(&pipeline)).map_err(|e| e.to_string())?;
+    match words.first() {
+        Some(&0x0723_0203) => Ok(words.len() * 4),
+        _ => Err("output does not start with the SPIR-V magic number".into()),
+    }
+}
+
+/// MSL at `lang_version`, with a buffer slot per binding and a sizes buffer, as wgpu's Metal
+/// back-end (which does not fake missing bindings).
+fn to_msl(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    lang_version: (u8, u8),
+) -> Result<usize, String> {
+    use naga::back::msl;
+    let resources: msl::BindingMap = bindings(module)
+        .into_iter()
+        .enumerate()
+        .map(|(slot, (b, mutable))| {
+            let target = msl::BindTarget {
+                buffer: Some(slot as u8),
+                mutable,
+                ..msl::BindTarget::default()
+            };
+            (b, target)
+        })
+        .collect();
+    let sizes_buffer = Some(resources.len() as u8);
+    let options = msl::Options {
+        lang_version,
+        per_entry_point_map: msl::EntryPointResourceMap::from([(
+            entry.to_string(),
+            msl::EntryPointResources {
+                resources,
+                immediates_buffer: None,
+                sizes_buffer,
+            },
+        )]),
+        fake_missing_bindings: false,
+        bounds_check_policies: restrict(),
+        ..msl::Options::default()
+    };
+    let pipeline = msl::PipelineOptions {
+        entry_point: Some((naga::ShaderStage::Compute, entry.to_string())),
+        ..msl::PipelineOptions::default()
+    };
+    let (text, translation) =
+        msl::write_string(module, info, &options, &pipeline).map_err(|e| e.to_string())?;
+    // An entry point the writer skips (a missing binding, say) is reported here, not as an Err.
+    for name in translation.entry_point_names {
+        name.map_err(|e| e.to_string())?;
+    }
+    Ok(text.len())
+}
+
+/// HLSL for `shader_model`, with explicit registers (space = group, register = binding) as
+/// wgpu's DX12 back-end (which does not fake missing bindings).
+fn to_hlsl(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    shader_model: naga::back::hlsl::ShaderModel,
+) -> Result<usize, String> {
+    use naga::back::hlsl;
+    let options = hlsl::Options {
+        shader_model,
+        binding_map: bindings(module)
+            .into_iter()
+            .map(|(b, _)| {
+                let target = hlsl::BindTarget {
+                    space: b.group as u8,
+                    register: b.binding,
+                    binding_array_size: None,
+                    dynamic_storage_buffer_offsets_index: None,
+                    restrict_indexing: false,
+                };
+                (b, target)
+            })
+            .collect(),
+        fake_missing_bindings: false,
+        restrict_indexing: true,
+        ..hlsl::Options::default()
+    };
+    let pipeline = hlsl::PipelineOptions {
+        entry_point: Some((naga::ShaderStage::Compute, entry.to_string())),
+    };
+    let mut text = String::new();
+    let reflection = hlsl::Writer::new(&mut text, &options, &pipeline)
+        .write(module, info, None)
+        .map_err(|e| e.to_string())?;
+    for name in reflection.entry_point_names {
+        name.map_err(|e| e.to_string())?;
+    }
+    Ok(text.len())
+}
+
+/// GLSL (`version`) for wgpu's GL back-end: one entry point per translation, bound per binding.
+fn to_glsl(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    version: naga::back::glsl::Version,
+) -> Result<usize, String> {
+    use naga::back::glsl;
+    let options = glsl::Options {
+        version,
+        writer_flags: glsl::WriterFlags::empty(),
+        binding_map: bindings(module)
+            .into_iter()
+            .map(|(b, _)| (b, b.binding as u8))
+            .collect(),
+        zero_initialize_workgroup_memory: true,
+    };
+    let pipeline = glsl::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: entry.to_string(),
+        multiview: None,
+    };
+    let mut text = String::new();
+    // wgpu's GL back-end leaves buffer and index bounds to GL.
+    let policies = naga::proc::BoundsCheckPolicies::default();
+    glsl::Writer::new(&mut text, module, info, &options, &pipeline, policies)
+        .and_then(|mut w| w.write())
+        .map_err(|e| e.to_string())?;
+    Ok(text.len())
+}
+
+type Translate = fn(&naga::Module, &naga::valid::ModuleInfo, &str) -> Result<usize, String>;
+
+/// Each back-end wgpu can ship with, at two of the targets wgpu-hal picks for it: SPIR-V for
+/// Vulkan 1.0 and 1.3+, MSL 2.0 (macOS 10.13) and 4.0 (macOS 26), HLSL for FXC (shader model
+/// 5.1) and DXC's lowest (6.0), GLSL ES 3.10 and desktop 4.30 (the first versions with compute).
+const BACKENDS: [(&str, Translate); 8] = [
+    ("SPIR-V 1.0 (Vulkan 1.0)", |m, i, e| {
+        to_spirv(m, i, e, (1, 0))
+    }),
+    ("SPIR-V 1.6 (Vulkan 1.3)", |m, i, e| {
+        to_spirv(m, i, e, (1, 6))
+    }),
+    ("MSL 2.0", |m, i, e| to_msl(m, i, e, (2, 0))),
+    ("MSL 4.0", |m, i, e| to_msl(m, i, e, (4, 0))),
+    ("HLSL SM 5.1 (FXC)", |m, i, e| {
+        to_hlsl(m, i, e, naga::back::hlsl::ShaderModel::V5_1)
+    }),
+    ("HLSL SM 6.0 (DXC)", |m, i, e| {
+        to_hlsl(m, i, e, naga::back::hlsl::ShaderModel::V6_0)
+    }),
+    ("GLSL ES 3.10", |m, i, e| {
+        to_glsl(m, i, e, naga::back::glsl::Version::new_gles(310))
+    }),
+    ("GLSL 4.30 core", |m, i, e| {
+        to_glsl(m, i, e, naga::back::glsl::Version::Desktop(430))
+    }),
+];
+
+/// Every kernel's entry point translates with every back-end; all failures are listed, each
+/// naming the kernel, the back-end and naga's error.
+#[test]
+fn every_kernel_translates_with_every_backend() {
+    let mut failures = Vec::new();
+    for kernel in Kernel::ALL {
+        let (module, info) = compiled(kernel);
+        for (backend, translate) in BACKENDS {
+            match translate(&module, &info, kernel.entry_point()) {
+                Ok(0) => failures.push(format!("{kernel:?} on {backend}: empty output")),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{kernel:?} on {backend}: {e}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} translation(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The translations are not vacuous: every back-end refuses an entry point the module lacks.
+#[test]
+fn backends_reject_a_missing_entry_point() {
+    let (module, info) = compiled(Kernel::Gemm);
+    for (backend, translate) in BACKENDS {
+        assert!(
+            translate(&module, &info, "no_such_entry").is_err(),
+            "{backend} translated an entry point that does not exist"
+        );
     }
 }
