@@ -36,7 +36,7 @@ struct Timing {
 }
 
 /// Median of `repeats` timed calls of `f` after one warm-up call.
-fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {

@@ -500,7 +500,8 @@ pub fn predict(
     )
 }
 
-/// Median milliseconds per training step on `device` for a token model (after a warm-up).
+/// Median milliseconds per training step on `device` (after a warm-up step); each step reads
+/// its loss back, which waits for the queue.
 pub fn time_steps(
     model: &SeqModel,
     cfg: TrainConfig,
@@ -509,16 +510,10 @@ pub fn time_steps(
     n: usize,
 ) -> Result<f64> {
     let mut tr = Trainer::new(TrainState::new(model.clone()), cfg, device)?;
-    tr.step(batch, false)?;
-    tr.loss()?;
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = Instant::now();
+    crate::bench::time(n, || {
         tr.step(batch, false)?;
-        tr.loss()?; // waits for the queue
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(wgpu_rnn::suite::median(times))
+        tr.loss().map(drop)
+    })
 }
 
 /// The main job: train the character model on the built-in corpus for a bounded time.
