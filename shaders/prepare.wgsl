@@ -1,36 +1,54 @@
 // Derived weights of one layer, refreshed after every optimizer update:
-//   w_hh_t[d][k][j] = W_hh[d][j][k]      (transposed, for coalesced reads in rnn_step)
-//   bias[i]         = b_ih[i] + b_hh[i]   (folded, since Elman cells add them)
+//   w_hh_t[d][k][c]  = W_hh[d][c][k]     (transposed, for coalesced reads in step_core)
+//   bias[i]          = b_ih[i] + b_hh[i] for the b_hh blocks that fold (all of Elman's and
+//                      LSTM's), b_ih[i] alone for the others (GRU's b_hn)
+//   w_hh_t[D*H*G*H + i] = b_hh[i] for the blocks that do not fold, else 0
 // The parameters are read from the flat parameter buffer at the offsets in `dims`.
 
 struct Dims {
     dirs: u32,        // D
     hidden: u32,      // H
-    w_hh_off: u32,    // offset of weight_hh (both directions) in params
+    w_hh_off: u32,    // offset of weight_hh (both directions, [D, G*H, H]) in params
     b_ih_off: u32,    // offset of bias_ih (both directions)
     b_hh_off: u32,    // offset of bias_hh (both directions)
     has_bias: u32,
-    _pad0: u32, _pad1: u32,
+    gates: u32,       // G
+    fold_mask: u32,   // bit g: b_hh block g folds into the projection's bias
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> params: array<f32>;          // flat parameters
-@group(0) @binding(2) var<storage, read_write> w_hh_t: array<f32>;    // [D, H, H]
-@group(0) @binding(3) var<storage, read_write> bias: array<f32>;      // [D*H]
+@group(0) @binding(2) var<storage, read_write> w_hh_t: array<f32>;    // [D, H, G*H], then [D, G*H]
+@group(0) @binding(3) var<storage, read_write> bias: array<f32>;      // [D*G*H]
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 64u + gid.x;
     let h = dims.hidden;
-    let n = dims.dirs * h * h;
+    let gh = dims.gates * h;
+    let n = dims.dirs * h * gh;
     if (i < n) {
-        // i indexes w_hh_t as (d, k, j).
-        let d = i / (h * h);
-        let k = (i / h) % h;
-        let j = i % h;
-        w_hh_t[i] = params[dims.w_hh_off + (d * h + j) * h + k];
+        // i indexes w_hh_t as (d, k, col): W_hh[d][col, k].
+        let d = i / (h * gh);
+        let k = (i / gh) % h;
+        let col = i % gh;
+        w_hh_t[i] = params[dims.w_hh_off + (d * gh + col) * h + k];
     }
-    if (dims.has_bias != 0u && i < dims.dirs * h) {
-        bias[i] = params[dims.b_ih_off + i] + params[dims.b_hh_off + i];
+    if (i < dims.dirs * gh) {
+        // Block g of b_hh goes to the projection's bias when it folds, else after W_hh^T,
+        // added to the recurrent product by the step kernel (zeros without bias).
+        let folds = ((dims.fold_mask >> ((i % gh) / h)) & 1u) != 0u;
+        var b = 0.0;
+        var rec = 0.0;
+        if (dims.has_bias != 0u) {
+            b = params[dims.b_ih_off + i];
+            if (folds) {
+                b += params[dims.b_hh_off + i];
+            } else {
+                rec = params[dims.b_hh_off + i];
+            }
+            bias[i] = b;
+        }
+        w_hh_t[n + i] = rec;
     }
 }

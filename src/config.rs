@@ -17,11 +17,22 @@ pub enum Cell {
 }
 
 impl Cell {
+    /// Every cell the engine has.
+    pub const ALL: [Cell; 2] = [Cell::RnnTanh, Cell::RnnRelu];
+
     /// Number of gates `G`: the weights hold `G·H` rows (1 for Elman cells).
     pub fn gates(self) -> usize {
-        match self {
-            Cell::RnnTanh | Cell::RnnRelu => 1,
-        }
+        self.spec().gates()
+    }
+
+    /// What the engine's passes need to know about this cell ([`crate::cell`]).
+    pub fn spec(self) -> &'static dyn crate::cell::CellSpec {
+        crate::cell::spec(self)
+    }
+
+    /// The CPU pointwise math of this cell, in `T`.
+    pub fn math<T: crate::tensor::Float>(self) -> &'static dyn crate::cell::CellMath<T> {
+        crate::cell::math(self)
     }
 
     /// PyTorch's `nonlinearity` string for Elman cells.

@@ -68,6 +68,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cell;
 pub mod config;
 pub mod cpu;
 pub mod error;
@@ -75,16 +76,17 @@ pub mod gpu;
 pub mod io;
 pub mod model;
 pub mod params;
+pub mod state;
 pub mod suite;
 pub mod tensor;
 pub mod train;
 
 pub use config::{Cell, RnnConfig};
-pub use cpu::ForwardOutput;
 pub use error::{Error, Result};
 pub use io::TensorFile;
 pub use model::{Device, Rnn};
 pub use params::{LayerParams, RnnParams};
+pub use state::{ForwardOutput, Gradients, State};
 pub use tensor::{Float, Tensor};
 
 // The README's Rust examples compile and run as doctests.

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::cpu::{self, ForwardOutput, Gradients};
+use crate::cpu::{self, Trace};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuRnn};
 use crate::params::RnnParams;
+use crate::state::{ForwardOutput, Gradients, State};
 use crate::tensor::Tensor;
 
 /// Where a model runs.
@@ -28,10 +29,11 @@ impl Device {
 }
 
 /// What the CPU's backward pass needs from the last forward: input, h0, layer outputs.
-type CpuTrace = (Tensor, Option<Tensor>, Vec<Tensor>);
+/// The CPU's record of the last forward pass: input, `h0`, `c0` and the trace.
+type CpuTrace = (Tensor, Option<Tensor>, Option<Tensor>, Trace);
 
 enum Engine {
-    Cpu(Option<CpuTrace>),
+    Cpu(Option<Box<CpuTrace>>),
     Gpu(Box<GpuRnn>),
 }
 
@@ -82,31 +84,43 @@ impl Rnn {
         &self.device
     }
 
-    /// PyTorch's `nn.RNN.forward(input, h0)`: `input` `[T, B, I]`, `h0` `[L·D, B, H]` (zeros
-    /// when `None`); returns `output` `[T, B, D·H]` and `h_n` `[L·D, B, H]`.
+    /// PyTorch's `nn.RNN.forward(input, h0)` (`nn.LSTM`'s `(input, (h0, c0))`): `input`
+    /// `[T, B, I]`, `state` the initial [`State`] `h0` (and `c0`) `[L·D, B, H]` each, zeros
+    /// when absent; returns `output` `[T, B, D·H]`, `h_n` (and `c_n`) `[L·D, B, H]`.
     ///
     /// # Errors
-    /// [`crate::Error::Shape`] naming `input` or `h0`; on the GPU also [`crate::Error::Limit`]
-    /// and [`crate::Error::Gpu`].
-    pub fn forward(&mut self, input: &Tensor, h0: Option<&Tensor>) -> Result<ForwardOutput> {
+    /// [`crate::Error::Shape`] naming `input`, `h0` or `c0`; on the GPU also
+    /// [`crate::Error::Limit`] and [`crate::Error::Gpu`].
+    pub fn forward<'a>(
+        &mut self,
+        input: &Tensor,
+        state: impl Into<State<'a>>,
+    ) -> Result<ForwardOutput> {
+        let state = state.into();
         match &mut self.engine {
             Engine::Cpu(trace) => {
                 *trace = None;
-                let (out, ys) = cpu::forward_trace(&self.params, input, h0)?;
-                *trace = Some((input.clone(), h0.cloned(), ys));
+                let (out, tr) = cpu::forward_trace(&self.params, input, state)?;
+                *trace = Some(Box::new((
+                    input.clone(),
+                    state.h.cloned(),
+                    state.c.cloned(),
+                    tr,
+                )));
                 Ok(out)
             }
-            Engine::Gpu(g) => g.forward(input, h0),
+            Engine::Gpu(g) => g.forward(input, state),
         }
     }
 
     /// Backpropagation through time for the last [`Rnn::forward`]: the gradients of
-    /// `L = Σ output·grad_output + Σ h_n·grad_h_n` with respect to the input, `h0` and every
-    /// parameter (PyTorch's `torch.autograd.grad` of that `L`). `grad_h_n` is zeros when `None`.
+    /// `L = Σ output·grad_output + Σ h_n·grad_h_n (+ Σ c_n·grad_c_n)` with respect to the
+    /// input, `h0` (`c0`) and every parameter (PyTorch's `torch.autograd.grad` of that `L`).
+    /// `grad_state` holds `grad_h_n` (and `grad_c_n`), zeros when absent.
     ///
     /// # Errors
     /// [`crate::Error::Config`] when no forward pass preceded it, [`crate::Error::Shape`]
-    /// naming `grad_output` or `grad_h_n`; on the GPU also [`crate::Error::Gpu`].
+    /// naming `grad_output`, `grad_h_n` or `grad_c_n`; on the GPU also [`crate::Error::Gpu`].
     ///
     /// # Example
     /// ```
@@ -117,19 +131,25 @@ impl Rnn {
     /// assert_eq!(g.input.shape(), &[4, 1, 2]);
     /// # Ok::<(), wgpu_rnn::Error>(())
     /// ```
-    pub fn backward(
+    pub fn backward<'a>(
         &mut self,
         grad_output: &Tensor,
-        grad_h_n: Option<&Tensor>,
+        grad_state: impl Into<State<'a>>,
     ) -> Result<Gradients> {
+        let grad_state = grad_state.into();
         match &mut self.engine {
             Engine::Cpu(None) => Err(crate::Error::config(
                 "backward: no forward pass to differentiate; call forward first",
             )),
-            Engine::Cpu(Some((x, h0, ys))) => {
-                cpu::backward(&self.params, x, h0.as_ref(), ys, grad_output, grad_h_n)
+            Engine::Cpu(Some(t)) => {
+                let (x, h0, c0, trace) = &**t;
+                let state = State {
+                    h: h0.as_ref(),
+                    c: c0.as_ref(),
+                };
+                cpu::backward(&self.params, x, state, trace, grad_output, grad_state)
             }
-            Engine::Gpu(g) => g.backward(grad_output, grad_h_n),
+            Engine::Gpu(g) => g.backward(grad_output, grad_state),
         }
     }
 }

@@ -835,7 +835,7 @@ fn batch_over_dispatch_limit() {
     assert_msg(
         &err,
         &[
-            "dispatch RnnStep",
+            "dispatch Step(rnn_tanh)",
             "max_compute_workgroups_per_dimension",
             &(max + 1).to_string(),
             &max.to_string(),

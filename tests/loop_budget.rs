@@ -43,8 +43,8 @@ fn stated_maxima_are_within_the_budget_and_tight() {
     for (what, max, cost) in [
         (
             "step hidden",
-            budget::max_step_hidden(),
-            budget::step as Cost,
+            budget::max_step_hidden(1),
+            budget::step_g1 as Cost,
         ),
         (
             "softmax classes",
@@ -60,7 +60,17 @@ fn stated_maxima_are_within_the_budget_and_tight() {
     }
     // The budget keeps a 4x margin under gallivm's LP_MAX_TGSI_LOOP_ITERATIONS.
     const { assert!(LOOP_BUDGET * 4 <= 65_535) };
-    assert!(budget::max_step_hidden() >= 8192);
+    assert!(budget::max_step_hidden(1) >= 8192);
+    // More gate blocks, proportionally fewer hidden units; each maximum is exact.
+    for g in 1..=4 {
+        let max = budget::max_step_hidden(g);
+        assert!(budget::step(max, g as u64) <= LOOP_BUDGET, "G = {g}: {max}");
+        assert!(
+            budget::step(max + 1, g as u64) > LOOP_BUDGET,
+            "G = {g}: {max}"
+        );
+        assert!(max * g as u64 >= 8192, "G = {g}: {max}");
+    }
 }
 
 #[test]
@@ -316,7 +326,7 @@ fn clipping_norm_over_more_than_a_million_parameters() {
 
 #[test]
 fn sizes_past_a_kernel_maximum_are_refused_before_dispatch() {
-    let h = budget::max_step_hidden() as usize + 1;
+    let h = budget::max_step_hidden(1) as usize + 1;
     let cfg = RnnConfig::new(Cell::RnnTanh, 1, h);
     let layer = LayerParams {
         w_ih: Tensor::full(&[h, 1], 0.0),
@@ -334,7 +344,7 @@ fn sizes_past_a_kernel_maximum_are_refused_before_dispatch() {
         "{msg}"
     );
     assert!(
-        msg.contains(&budget::max_step_hidden().to_string()),
+        msg.contains(&budget::max_step_hidden(1).to_string()),
         "{msg}"
     );
 

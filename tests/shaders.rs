@@ -10,7 +10,7 @@ use wgpu_rnn::gpu::kernels::{Kernel, validate_wgsl};
 
 #[test]
 fn every_kernel_validates() {
-    for kernel in Kernel::ALL {
+    for kernel in Kernel::all() {
         let source = kernel.source();
         assert!(!source.trim().is_empty(), "{kernel:?}: empty source");
         let entry = format!("fn {}(", kernel.entry_point());
@@ -19,7 +19,7 @@ fn every_kernel_validates() {
             "{kernel:?}: no `{}` entry point (the pipeline is built with it)",
             kernel.entry_point()
         );
-        if let Err(e) = validate_wgsl(source) {
+        if let Err(e) = validate_wgsl(&source) {
             panic!("{kernel:?} does not validate:\n{e}");
         }
     }
@@ -27,12 +27,15 @@ fn every_kernel_validates() {
 
 #[test]
 fn kernels_are_distinct() {
-    for (i, a) in Kernel::ALL.iter().enumerate() {
-        for b in &Kernel::ALL[i + 1..] {
+    let all = Kernel::all();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
             assert_ne!(a, b);
             assert!(
-                a.source() != b.source() || a.entry_point() != b.entry_point(),
-                "{a:?} and {b:?} are the same entry point of the same source"
+                a.source() != b.source()
+                    || a.entry_point() != b.entry_point()
+                    || a.constants() != b.constants(),
+                "{a:?} and {b:?} are the same entry point of the same source with the same constants"
             );
         }
     }
@@ -52,43 +55,96 @@ fn validator_rejects_broken_wgsl() {
     assert!(validate_wgsl(&broken).is_err(), "undeclared field accepted");
 }
 
+/// Every `.wgsl` file under `shaders/` is used: a fixed kernel's whole source (which then
+/// validates on its own), or a part (a step core, a cell's epilogue) of a composed one; and
+/// every kernel's source comes from those files.
 #[test]
 fn every_shader_file_is_a_kernel() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "wgsl") {
-            files.push(path);
-        }
-    }
-    assert!(!files.is_empty(), "no .wgsl files in {}", dir.display());
-    files.sort();
-    let mut covered = vec![false; Kernel::ALL.len()];
-    for path in &files {
-        let text = std::fs::read_to_string(path).unwrap();
-        let mut any = false;
-        for (i, k) in Kernel::ALL.iter().enumerate() {
-            if k.source() == text {
-                covered[i] = true;
-                any = true;
+    for dir in [root.clone(), root.join("cells")] {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wgsl") {
+                files.push(path);
             }
         }
-        match any {
-            true => {}
-            false => panic!(
-                "{} is not the source of any Kernel (Kernel::ALL = {:?})",
-                path.display(),
-                Kernel::ALL
-            ),
+    }
+    assert!(
+        files.len() > 3,
+        "too few .wgsl files under {}",
+        root.display()
+    );
+    files.sort();
+    let all = Kernel::all();
+    let sources: Vec<String> = all.iter().map(|k| k.source().into_owned()).collect();
+    let mut covered = vec![false; all.len()];
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        // A cell's epilogue is composed in parts.
+        let parts: Vec<&str> = match path.parent().is_some_and(|p| p.ends_with("cells")) {
+            true => wgpu_rnn::gpu::kernels::epilogue_parts(&text).to_vec(),
+            false => vec![&text],
+        };
+        let mut whole = false;
+        let mut part = false;
+        for (i, source) in sources.iter().enumerate() {
+            if *source == text {
+                covered[i] = true;
+                whole = true;
+            } else if parts.iter().all(|p| source.contains(p))
+                || (parts.len() == 3
+                    && source.contains(parts[0])
+                    && (source.contains(parts[1]) || source.contains(parts[2])))
+            {
+                covered[i] = true;
+                part = true;
+            }
         }
-        // Each file also validates on its own (no reliance on concatenation).
-        if let Err(e) = validate_wgsl(&text) {
+        assert!(
+            whole || part,
+            "{} is not the source, nor part of the source, of any kernel",
+            path.display()
+        );
+        if let (true, Err(e)) = (whole, validate_wgsl(&text)) {
             panic!("{} does not validate:\n{e}", path.display());
         }
     }
-    for (k, c) in Kernel::ALL.iter().zip(covered) {
-        assert!(c, "{k:?} has no file in {}", dir.display());
+    for (k, c) in all.iter().zip(covered) {
+        assert!(c, "{k:?} has no file under {}", root.display());
+    }
+}
+
+/// The step kernels bind at most 8 storage buffers (WebGPU's guaranteed minimum per stage),
+/// for every cell, and declare no `override` the host does not set.
+#[test]
+fn step_kernels_fit_webgpu_minimums() {
+    for kernel in Kernel::all() {
+        let (module, _) = compiled(kernel);
+        let storage = module
+            .global_variables
+            .iter()
+            .filter(|(_, v)| {
+                v.binding.is_some() && matches!(v.space, naga::AddressSpace::Storage { .. })
+            })
+            .count();
+        assert!(storage <= 8, "{kernel:?} binds {storage} storage buffers");
+        let mut declared: Vec<String> = module
+            .overrides
+            .iter()
+            .filter_map(|(_, o)| o.name.clone())
+            .collect();
+        let mut set: Vec<String> = kernel
+            .constants()
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        declared.sort();
+        set.sort();
+        assert_eq!(
+            declared, set,
+            "{kernel:?}: overrides declared and set differ"
+        );
     }
 }
 
@@ -97,6 +153,7 @@ fn every_shader_file_is_a_kernel() {
 /// entry point by `process_overrides` (which wgpu-hal runs before every back-end).
 fn compiled(kernel: Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
     let source = kernel.source();
+    let source = &*source;
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{kernel:?}: {}", e.emit_to_string(source)));
     let info = naga::valid::Validator::new(
@@ -109,7 +166,11 @@ fn compiled(kernel: Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
         &module,
         &info,
         Some((naga::ShaderStage::Compute, kernel.entry_point())),
-        &naga::back::PipelineConstants::default(),
+        &kernel
+            .constants()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     )
     .unwrap_or_else(|e| panic!("{kernel:?}: process_overrides: {e}"));
     (module.into_owned(), info.into_owned())
@@ -334,7 +395,7 @@ const BACKENDS: [(&str, Translate); 8] = [
 #[test]
 fn every_kernel_translates_with_every_backend() {
     let mut failures = Vec::new();
-    for kernel in Kernel::ALL {
+    for kernel in Kernel::all() {
         let (module, info) = compiled(kernel);
         for (backend, translate) in BACKENDS {
             match translate(&module, &info, kernel.entry_point()) {

@@ -299,8 +299,9 @@ fn a_small_model_learns_a_repeating_sequence() {
 
 #[test]
 fn the_profile_times_every_dispatch_of_a_step() {
-    use wgpu_rnn::gpu::{GpuTrainer, kernels::Kernel};
+    use wgpu_rnn::gpu::{GpuTrainer, kernels::Kernel, kernels::StepTunables};
     let (model, batch, _) = models().remove(0);
+    let cell = model.config().cell;
     let cfg = TrainConfig {
         optimizer: Optimizer::adam(1e-2),
         clip_norm: Some(1.0),
@@ -315,8 +316,9 @@ fn the_profile_times_every_dispatch_of_a_step() {
             .sum()
     };
     // T = 9 steps forward and backward, per layer (2 layers, both directions in each dispatch).
-    assert_eq!(count(Kernel::RnnStep), 2 * 9);
-    assert_eq!(count(Kernel::RnnStepBwd), 2 * 9);
+    let tune = StepTunables::SOFTWARE;
+    assert_eq!(count(Kernel::Step(cell, tune)), 2 * 9);
+    assert_eq!(count(Kernel::StepBwd(cell, tune)), 2 * 9);
     assert_eq!(count(Kernel::SoftmaxXent), 1);
     assert_eq!(count(Kernel::Embed), 1);
     assert!(count(Kernel::Gemm) > 0 && count(Kernel::Optim) > 0);

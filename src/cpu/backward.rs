@@ -1,132 +1,112 @@
 //! Backpropagation through time on the CPU.
 
-use crate::config::Cell;
-use crate::cpu::{Input, check_inputs};
+use crate::cpu::{Input, Trace};
 use crate::error::{Error, Result};
 use crate::params::{LayerParams, RnnParams};
+use crate::state::{Gradients, State, check_inputs};
 use crate::tensor::{Float, Tensor};
-
-/// Gradients of a scalar loss with respect to everything a forward pass read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gradients<T = f32> {
-    /// `∂L/∂input`, `[T, B, I]`.
-    pub input: Tensor<T>,
-    /// `∂L/∂h0`, `[L·D, B, H]`.
-    pub h0: Tensor<T>,
-    /// `∂L/∂θ` for every parameter, in the parameters' own layout and names.
-    pub params: RnnParams<T>,
-}
-
-/// The gradient `g` through the activation, from its output `y = act(a)`, as PyTorch computes
-/// it: tanh multiplies, `g·(1 - y²)` (NaN for a NaN output, or for an infinite `g` at
-/// `y = ±1`); relu selects (`threshold_backward`): 0 where `y <= 0`, whatever `g` is (inf or
-/// NaN included), and `g` everywhere else, a NaN output included.
-pub(crate) fn act_backward<T: Float>(cell: Cell, y: T, g: T) -> T {
-    match cell {
-        Cell::RnnTanh => g * (T::one() - y * y),
-        Cell::RnnRelu => {
-            if y <= T::zero() {
-                T::zero()
-            } else {
-                g
-            }
-        }
-    }
-}
 
 /// Backpropagation through time for the stack.
 ///
-/// Given the forward pass's input, `h0` and every layer's output (`layer_outputs`, as
-/// returned by [`crate::cpu::forward_trace`]), returns the gradients of
-/// `L = Σ output·grad_output + Σ h_n·grad_h_n` (`grad_h_n` zero when `None`).
+/// Given the forward pass's input, initial state and [`Trace`] (as returned by
+/// [`crate::cpu::forward_trace`]), returns the gradients of
+/// `L = Σ output·grad_output + Σ h_n·grad_h_n (+ Σ c_n·grad_c_n)` (`grad_state` holds
+/// `grad_h_n` and `grad_c_n`, zeros when absent).
 ///
-/// Per layer from the top and direction, in reverse time:
-/// `δa_t = (δy_t + δh_t) ⊙ act'(h_t)`, `δh_{t-1} = δa_t·W_hh`; then over all steps at once
-/// `∂W_ih = δAᵀ·X`, `∂W_hh = δAᵀ·H_prev`, `∂b_ih = ∂b_hh = Σ δA`, `∂X = δA·W_ih`
-/// (which is `δy` of the layer below), and `∂h0 = δh_{-1}`.
+/// Per layer from the top and direction, in reverse time: the cell's pointwise backward
+/// ([`crate::cell::CellMath::backward`]) gives the gate gradients `δX_t` of the input
+/// pre-activations and `δR_t` of the recurrent ones (the same tensor unless the cell splits
+/// them), then `δh_{t-1} = δR_t·W_hh` plus the cell's direct term; after the loop, over all
+/// steps at once, `∂W_ih = δXᵀ·X`, `∂W_hh = δRᵀ·H_prev`, `∂b_ih = Σ δX`, `∂b_hh = Σ δR`,
+/// `∂X = δX·W_ih` (which is `δy` of the layer below), `∂h0 = δh_{-1}`, `∂c0 = δc_{-1}`.
 ///
 /// # Errors
-/// [`Error::Shape`] naming `grad_output`, `grad_h_n` or the forward tensors.
+/// [`Error::Shape`] naming `grad_output`, `grad_h_n`, `grad_c_n` or the forward tensors.
 ///
 /// # Example
 /// ```
 /// use wgpu_rnn::{cpu, Cell, RnnConfig, RnnParams, Tensor};
 /// let p = RnnParams::<f64>::random(RnnConfig::new(Cell::RnnTanh, 2, 3), 1);
 /// let x = Tensor::full(&[4, 1, 2], 0.5);
-/// let (out, ys) = cpu::forward_trace(&p, &x, None).unwrap();
-/// let g = cpu::backward(&p, &x, None, &ys, &Tensor::full(out.output.shape(), 1.0), None).unwrap();
+/// let (out, trace) = cpu::forward_trace(&p, &x, None).unwrap();
+/// let g = cpu::backward(&p, &x, None, &trace, &Tensor::full(out.output.shape(), 1.0), None).unwrap();
 /// assert_eq!(g.params.layer(0, 0).w_hh.shape(), &[3, 3]);
 /// ```
-pub fn backward<T: Float>(
+pub fn backward<'a, T: Float>(
     params: &RnnParams<T>,
     input: &Tensor<T>,
-    h0: Option<&Tensor<T>>,
-    layer_outputs: &[Tensor<T>],
+    state: impl Into<State<'a, T>>,
+    trace: &Trace<T>,
     grad_output: &Tensor<T>,
-    grad_h_n: Option<&Tensor<T>>,
+    grad_state: impl Into<State<'a, T>>,
 ) -> Result<Gradients<T>> {
-    check_inputs(params.config(), input, h0)?;
+    let (state, grad_state) = (state.into(), grad_state.into());
+    let cfg = params.config();
+    let (t, b) = check_inputs(cfg, input, state)?;
+    grad_output.expect_shape("grad_output", &[t, b, cfg.output_size()])?;
     grad_output.expect_finite("grad_output")?;
-    if let Some(g) = grad_h_n {
-        g.expect_finite("grad_h_n")?;
-    }
-    let (grad_input, h0, params) = backward_input(
+    grad_state.check(params.config(), b, ["grad_h_n", "grad_c_n"], true)?;
+    let (grad_input, h0, c0, params) = backward_input(
         params,
         Input::Dense(input),
-        h0,
-        layer_outputs,
+        state,
+        trace,
         grad_output,
-        grad_h_n,
+        grad_state,
     )?;
     Ok(Gradients {
         input: grad_input.expect("dense input has a gradient"),
         h0,
+        c0,
         params,
     })
 }
 
-/// `(∂input, ∂h0, ∂θ)`; no input gradient for token ids.
-pub(crate) type InputGradients<T> = (Option<Tensor<T>>, Tensor<T>, RnnParams<T>);
+/// `(∂input, ∂h0, ∂c0, ∂θ)`; no input gradient for token ids, no `∂c0` without a cell state.
+pub(crate) type InputGradients<T> = (
+    Option<Tensor<T>>,
+    Tensor<T>,
+    Option<Tensor<T>>,
+    RnnParams<T>,
+);
 
-/// [`backward`] for either kind of input: returns `(∂input, ∂h0, ∂θ)`, with no input gradient
-/// for token ids.
+/// [`backward`] for either kind of input: returns `(∂input, ∂h0, ∂c0, ∂θ)`, with no input
+/// gradient for token ids.
 pub(crate) fn backward_input<T: Float>(
     params: &RnnParams<T>,
     input: Input<'_, T>,
-    h0: Option<&Tensor<T>>,
-    layer_outputs: &[Tensor<T>],
+    state: State<'_, T>,
+    trace: &Trace<T>,
     grad_output: &Tensor<T>,
-    grad_h_n: Option<&Tensor<T>>,
+    grad_state: State<'_, T>,
 ) -> Result<InputGradients<T>> {
     let cfg = *params.config();
+    let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
-    let (h, d_n) = (cfg.hidden_size, cfg.directions());
-    let dh = d_n * h;
+    let (h, d_n, g_n) = (cfg.hidden_size, cfg.directions(), cell.gates());
+    let (dh, gh, s_h) = (d_n * h, g_n * h, cell.saved_units() * h);
+    let c_len = if cell.has_cell_state() { h } else { 0 };
+    let split = cell.splits_gate_gradients();
     let ld_n = cfg.num_layers * d_n;
-    if layer_outputs.len() != cfg.num_layers {
+    let ys = trace.layer_outputs();
+    if ys.len() != cfg.num_layers {
         return Err(Error::config(format!(
-            "layer outputs: expected {} (one per layer), found {}",
+            "trace: expected {} layer outputs (one per layer), found {}",
             cfg.num_layers,
-            layer_outputs.len()
+            ys.len()
         )));
     }
-    for (l, y) in layer_outputs.iter().enumerate() {
+    for (l, y) in ys.iter().enumerate() {
         y.expect_shape(&format!("layer output {l}"), &[t_len, b, dh])?;
     }
     // Shapes only: finiteness is a property of a caller's input ([`backward`] checks it), not
     // of a gradient computed inside a training step, which propagates NaN as PyTorch does.
     grad_output.expect_shape("grad_output", &[t_len, b, dh])?;
-    if let Some(g) = grad_h_n {
-        g.expect_shape("grad_h_n", &[ld_n, b, h])?;
-    }
-    let zero_h0;
-    let h0 = match h0 {
-        Some(h0) => h0,
-        None => {
-            zero_h0 = Tensor::zeros(&[ld_n, b, h]);
-            &zero_h0
-        }
-    };
+    grad_state.check(&cfg, b, ["grad_h_n", "grad_c_n"], false)?;
+    let zero_h0 = Tensor::zeros(&[ld_n, b, h]);
+    let h0 = state.h.unwrap_or(&zero_h0);
+    let zero_c0 = vec![T::zero(); ld_n * b * c_len];
+    let c0 = state.c.map_or(&zero_c0[..], |c| c.data());
 
     let mut grads: Vec<LayerParams<T>> = params
         .layers()
@@ -139,57 +119,30 @@ pub(crate) fn backward_input<T: Float>(
         })
         .collect();
     let mut grad_h0 = Tensor::zeros(&[ld_n, b, h]);
+    let mut grad_c0 = (c_len > 0).then(|| Tensor::zeros(&[ld_n, b, h]));
     let mut d_y = grad_output.clone();
-    let mut d_a = vec![T::zero(); t_len * b * h];
+    // δX and δR of one direction, [T·B, G·H] (δR only when the cell splits them).
+    let mut d_x = vec![T::zero(); t_len * b * gh];
+    let mut d_r = vec![T::zero(); if split { t_len * b * gh } else { 0 }];
     let mut h_prev = vec![T::zero(); t_len * b * h];
+    let mut c_prev = vec![T::zero(); b * c_len];
     let mut carry = vec![T::zero(); b * h];
-    let mut dh_vec = vec![T::zero(); b * h];
+    let mut carry_c = vec![T::zero(); b * c_len];
+    let mut direct = vec![T::zero(); b * h];
+    let mut dh_row = vec![T::zero(); h];
     for l in (0..cfg.num_layers).rev() {
         let x = match (l, input) {
             (0, Input::Dense(x)) => Some(x),
             (0, Input::Tokens { .. }) => None,
-            _ => Some(&layer_outputs[l - 1]),
+            _ => Some(&ys[l - 1]),
         };
         let i_l = cfg.layer_input_size(l);
-        let y = &layer_outputs[l];
-        let mut d_x = Tensor::zeros(&[t_len, b, if x.is_some() { i_l } else { 0 }]);
+        let y = &ys[l];
+        let (cs, saved) = (&trace.cs[l], &trace.saved[l]);
+        let mut d_in = Tensor::zeros(&[t_len, b, if x.is_some() { i_l } else { 0 }]);
         for d in 0..d_n {
             let ld = l * d_n + d;
             let p = params.layer(l, d);
-            match grad_h_n {
-                Some(g) => carry.copy_from_slice(&g.data()[ld * b * h..][..b * h]),
-                None => carry.fill(T::zero()),
-            }
-            for s in 0..t_len {
-                let t = if d == 0 { t_len - 1 - s } else { s };
-                for bi in 0..b {
-                    let o = (t * b + bi) * dh + d * h;
-                    for j in 0..h {
-                        let g = d_y.data()[o + j] + carry[bi * h + j];
-                        let v = act_backward(cfg.cell, y.data()[o + j], g);
-                        d_a[(t * b + bi) * h + j] = v;
-                        dh_vec[bi * h + j] = v;
-                    }
-                }
-                // δh_{t-1} = δa_t · W_hh
-                T::gemm(
-                    b,
-                    h,
-                    h,
-                    T::one(),
-                    &dh_vec,
-                    h,
-                    1,
-                    p.w_hh.data(),
-                    h,
-                    1,
-                    T::zero(),
-                    &mut carry,
-                    h,
-                    1,
-                );
-            }
-            grad_h0.data_mut()[ld * b * h..][..b * h].copy_from_slice(&carry);
             // H_prev: h_{t-1} in processing order (h0 at the first processed step).
             for t in 0..t_len {
                 let prev = if d == 0 {
@@ -207,17 +160,83 @@ pub(crate) fn backward_input<T: Float>(
                     }
                 }
             }
+            match grad_state.h {
+                Some(g) => carry.copy_from_slice(&g.data()[ld * b * h..][..b * h]),
+                None => carry.fill(T::zero()),
+            }
+            match grad_state.c {
+                Some(g) => carry_c.copy_from_slice(&g.data()[ld * b * c_len..][..b * c_len]),
+                None => carry_c.fill(T::zero()),
+            }
+            for s in 0..t_len {
+                let t = if d == 0 { t_len - 1 - s } else { s };
+                let tp = if d == 0 {
+                    t.checked_sub(1)
+                } else {
+                    Some(t + 1).filter(|&u| u < t_len)
+                };
+                for bi in 0..b {
+                    let at = (t * b + bi) * dh + d * h;
+                    let row = t * b + bi;
+                    match tp {
+                        Some(tp) => {
+                            let ca = ((tp * b + bi) * dh + d * h) / h * c_len;
+                            c_prev[bi * c_len..][..c_len].copy_from_slice(&cs[ca..][..c_len]);
+                        }
+                        None => c_prev[bi * c_len..][..c_len]
+                            .copy_from_slice(&c0[(ld * b + bi) * c_len..][..c_len]),
+                    }
+                    for (j, o) in dh_row.iter_mut().enumerate() {
+                        *o = d_y.data()[at + j] + carry[bi * h + j];
+                    }
+                    cell.backward(
+                        &dh_row,
+                        &mut carry_c[bi * c_len..][..c_len],
+                        &y.data()[at..][..h],
+                        &saved[(d * t_len * b + row) * s_h..][..s_h],
+                        &h_prev[row * h..][..h],
+                        &c_prev[bi * c_len..][..c_len],
+                        &mut d_x[row * gh..][..gh],
+                        &mut d_r[if split { row * gh } else { 0 }..][..if split { gh } else { 0 }],
+                        &mut direct[bi * h..][..h],
+                    );
+                }
+                // δh_{t-1} = δR_t · W_hh + the direct term
+                let d_rec = if split { &d_r } else { &d_x };
+                carry.copy_from_slice(&direct);
+                T::gemm(
+                    b,
+                    gh,
+                    h,
+                    T::one(),
+                    &d_rec[t * b * gh..][..b * gh],
+                    gh,
+                    1,
+                    p.w_hh.data(),
+                    h,
+                    1,
+                    T::one(),
+                    &mut carry,
+                    h,
+                    1,
+                );
+            }
+            grad_h0.data_mut()[ld * b * h..][..b * h].copy_from_slice(&carry);
+            if let Some(gc) = &mut grad_c0 {
+                gc.data_mut()[ld * b * h..][..b * h].copy_from_slice(&carry_c);
+            }
             let g = &mut grads[ld];
             let tb = t_len * b;
-            // ∂W_hh = δAᵀ·H_prev, ∂W_ih = δAᵀ·X, ∂X += δA·W_ih
+            let d_rec = if split { &d_r } else { &d_x };
+            // ∂W_hh = δRᵀ·H_prev, ∂W_ih = δXᵀ·X, ∂X += δX·W_ih
             T::gemm(
-                h,
+                gh,
                 tb,
                 h,
                 T::one(),
-                &d_a,
+                d_rec,
                 1,
-                h,
+                gh,
                 &h_prev,
                 h,
                 1,
@@ -229,13 +248,13 @@ pub(crate) fn backward_input<T: Float>(
             match (x, input) {
                 (Some(x), _) => {
                     T::gemm(
-                        h,
+                        gh,
                         tb,
                         i_l,
                         T::one(),
-                        &d_a,
+                        &d_x,
                         1,
-                        h,
+                        gh,
                         x.data(),
                         i_l,
                         1,
@@ -246,25 +265,25 @@ pub(crate) fn backward_input<T: Float>(
                     );
                     T::gemm(
                         tb,
-                        h,
+                        gh,
                         i_l,
                         T::one(),
-                        &d_a,
-                        h,
+                        &d_x,
+                        gh,
                         1,
                         p.w_ih.data(),
                         i_l,
                         1,
                         T::one(),
-                        d_x.data_mut(),
+                        d_in.data_mut(),
                         i_l,
                         1,
                     );
                 }
                 (None, Input::Tokens { ids, .. }) => {
-                    // The gather's gradient: column `id` of ∂W_ih collects δa of its steps.
+                    // The gather's gradient: column `id` of ∂W_ih collects δx of its steps.
                     let gw = g.w_ih.data_mut();
-                    for (row, &id) in d_a.chunks_exact(h).zip(ids) {
+                    for (row, &id) in d_x.chunks_exact(gh).zip(ids) {
                         for (j, &v) in row.iter().enumerate() {
                             gw[j * i_l + id as usize] = gw[j * i_l + id as usize] + v;
                         }
@@ -272,18 +291,24 @@ pub(crate) fn backward_input<T: Float>(
                 }
                 (None, Input::Dense(_)) => unreachable!("dense input is always Some"),
             }
-            if let (Some(gbi), Some(gbh)) = (&mut g.b_ih, &mut g.b_hh) {
-                let sums = gbi.data_mut();
-                for row in d_a.chunks_exact(h) {
-                    for (s, &v) in sums.iter_mut().zip(row) {
-                        *s = *s + v;
+            for (bias, src) in [(&mut g.b_ih, &d_x), (&mut g.b_hh, d_rec)] {
+                if let Some(bias) = bias {
+                    let sums = bias.data_mut();
+                    for row in src.chunks_exact(gh) {
+                        for (s, &v) in sums.iter_mut().zip(row) {
+                            *s = *s + v;
+                        }
                     }
                 }
-                gbh.data_mut().copy_from_slice(gbi.data());
             }
         }
-        d_y = d_x;
+        d_y = d_in;
     }
     let grad_input = matches!(input, Input::Dense(_)).then_some(d_y);
-    Ok((grad_input, grad_h0, RnnParams::from_parts(cfg, grads)))
+    Ok((
+        grad_input,
+        grad_h0,
+        grad_c0,
+        RnnParams::from_parts(cfg, grads),
+    ))
 }

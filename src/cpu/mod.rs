@@ -6,84 +6,46 @@
 
 mod backward;
 
+pub use backward::backward;
 pub(crate) use backward::backward_input;
-pub use backward::{Gradients, backward};
 
-use crate::config::{Cell, RnnConfig};
+use crate::cell::CellMath;
 use crate::error::Result;
 use crate::params::RnnParams;
+pub use crate::state::{ForwardOutput, Gradients, State, check_inputs};
 use crate::tensor::{Float, Tensor};
 
-/// What a forward pass returns: `output` `[T, B, D·H]` (forward direction first) and
-/// `h_n` `[L·D, B, H]` (index `layer·D + direction`).
+/// What a forward pass keeps for the backward pass: every layer's output `[T, B, D·H]`
+/// (the last is the model's output), and for cells that need them every layer's cell states
+/// `c_t` `[T, B, D·H]` and saved activations `[D, T, B, S·H]`
+/// ([`crate::cell::CellSpec::saved_units`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ForwardOutput<T = f32> {
-    /// Hidden states of the top layer for every step, `[T, B, D·H]`.
-    pub output: Tensor<T>,
-    /// Final hidden state of every layer and direction, `[L·D, B, H]`.
-    pub h_n: Tensor<T>,
+pub struct Trace<T = f32> {
+    ys: Vec<Tensor<T>>,
+    cs: Vec<Vec<T>>,
+    saved: Vec<Vec<T>>,
 }
 
-/// Checks the shapes of a forward pass's inputs and returns `(T, B)`.
-///
-/// # Errors
-/// [`crate::Error::Shape`] naming `input` or `h0`; [`crate::Error::Config`] when `T` or `B` is 0.
-pub fn check_inputs<T: Float>(
-    config: &RnnConfig,
-    input: &Tensor<T>,
-    h0: Option<&Tensor<T>>,
-) -> Result<(usize, usize)> {
-    let s = input.shape();
-    if s.len() != 3 || s[2] != config.input_size {
-        let (t, b) = match s {
-            [t, b, ..] => (*t, *b),
-            _ => (0, 0),
-        };
-        return Err(crate::Error::shape("input", &[t, b, config.input_size], s));
-    }
-    let (t, b) = (s[0], s[1]);
-    if t == 0 || b == 0 {
-        return Err(crate::Error::config(format!(
-            "input: expected seq_len >= 1 and batch >= 1, found shape {s:?}"
-        )));
-    }
-    input.expect_finite("input")?;
-    if let Some(h0) = h0 {
-        let ld = config.num_layers * config.directions();
-        h0.expect_shape("h0", &[ld, b, config.hidden_size])?;
-        h0.expect_finite("h0")?;
-    }
-    Ok((t, b))
-}
-
-/// The cell's nonlinearity, with PyTorch's float semantics for values that became
-/// non-finite during the computation: `relu(NaN) = NaN` (`max(NaN, 0)` would give 0),
-/// `tanh(±inf) = ±1`, `tanh(NaN) = NaN`.
-pub(crate) fn activate<T: Float>(cell: Cell, v: T) -> T {
-    match cell {
-        Cell::RnnTanh => v.tanh(),
-        Cell::RnnRelu => {
-            if v > T::zero() || v.is_nan() {
-                v
-            } else {
-                T::zero()
-            }
-        }
+impl<T> Trace<T> {
+    /// Every layer's output, `[T, B, D·H]` each.
+    pub fn layer_outputs(&self) -> &[Tensor<T>] {
+        &self.ys
     }
 }
 
-/// Runs the stack forward, returning the output, `h_n` and every layer's output
-/// (`[T, B, D·H]` each; the last is `output`), which the backward pass needs.
+/// Runs the stack forward, returning the output, the final state and the [`Trace`] the
+/// backward pass needs.
 ///
 /// # Errors
 /// As [`check_inputs`].
-pub fn forward_trace<T: Float>(
+pub fn forward_trace<'a, T: Float>(
     params: &RnnParams<T>,
     input: &Tensor<T>,
-    h0: Option<&Tensor<T>>,
-) -> Result<(ForwardOutput<T>, Vec<Tensor<T>>)> {
-    check_inputs(params.config(), input, h0)?;
-    forward_trace_input(params, Input::Dense(input), h0)
+    state: impl Into<State<'a, T>>,
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
+    let state = state.into();
+    check_inputs(params.config(), input, state)?;
+    forward_trace_input(params, Input::Dense(input), state)
 }
 
 /// Layer 0's input: a dense `[T, B, I]` tensor, or token ids `[T, B]` in `0..I` whose input
@@ -107,35 +69,43 @@ impl<T: Float> Input<'_, T> {
 pub(crate) fn forward_trace_input<T: Float>(
     params: &RnnParams<T>,
     input: Input<'_, T>,
-    h0: Option<&Tensor<T>>,
-) -> Result<(ForwardOutput<T>, Vec<Tensor<T>>)> {
+    state: State<'_, T>,
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
     let cfg = *params.config();
+    let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
-    let (h, d_n) = (cfg.hidden_size, cfg.directions());
-    let dh = d_n * h;
-    let mut h_n = Tensor::zeros(&[cfg.num_layers * d_n, b, h]);
-    let mut outputs: Vec<Tensor<T>> = Vec::with_capacity(cfg.num_layers);
-    let mut proj = vec![T::zero(); t_len * b * h];
+    let (h, d_n, g) = (cfg.hidden_size, cfg.directions(), cell.gates());
+    let (dh, gh, s_h) = (d_n * h, g * h, cell.saved_units() * h);
+    let with_c = cell.has_cell_state();
+    let c_len = if with_c { h } else { 0 };
+    let ld_n = cfg.num_layers * d_n;
+    let mut h_n = Tensor::zeros(&[ld_n, b, h]);
+    let mut c_n = with_c.then(|| Tensor::zeros(&[ld_n, b, h]));
+    let mut trace = Trace {
+        ys: Vec::with_capacity(cfg.num_layers),
+        cs: Vec::new(),
+        saved: Vec::new(),
+    };
+    let mut proj = vec![T::zero(); t_len * b * gh];
+    let mut rec = vec![T::zero(); b * gh];
     let mut h_prev = vec![T::zero(); b * h];
+    let mut c_prev = vec![T::zero(); b * c_len];
     for l in 0..cfg.num_layers {
         let i_l = cfg.layer_input_size(l);
         let mut y = Tensor::zeros(&[t_len, b, dh]);
+        let mut cs = vec![T::zero(); t_len * b * d_n * c_len];
+        let mut saved = vec![T::zero(); d_n * t_len * b * s_h];
         for d in 0..d_n {
             let p = params.layer(l, d);
-            // P = X·W_ihᵀ + b_ih + b_hh for all steps at once.
-            match (&p.b_ih, &p.b_hh) {
-                (Some(bi), Some(bh)) => {
-                    for row in proj.chunks_exact_mut(h) {
-                        for ((o, &u), &v) in row.iter_mut().zip(bi.data()).zip(bh.data()) {
-                            *o = u + v;
-                        }
-                    }
-                }
-                _ => proj.fill(T::zero()),
+            // X = X·W_ihᵀ + b_ih + the b_hh blocks that fold, for all steps at once; the
+            // blocks that do not fold are added to the recurrent product instead.
+            let (x_bias, r_bias) = split_bias(cell, p.b_ih.as_ref(), p.b_hh.as_ref(), gh);
+            for row in proj.chunks_exact_mut(gh) {
+                row.copy_from_slice(&x_bias);
             }
-            match (outputs.last(), input) {
+            match (trace.ys.last(), input) {
                 (None, Input::Tokens { ids, .. }) => {
-                    for (row, &id) in proj.chunks_exact_mut(h).zip(ids) {
+                    for (row, &id) in proj.chunks_exact_mut(gh).zip(ids) {
                         for (j, o) in row.iter_mut().enumerate() {
                             *o = *o + p.w_ih.data()[j * i_l + id as usize];
                         }
@@ -150,7 +120,7 @@ pub(crate) fn forward_trace_input<T: Float>(
                     T::gemm(
                         t_len * b,
                         i_l,
-                        h,
+                        gh,
                         T::one(),
                         x.data(),
                         i_l,
@@ -160,7 +130,7 @@ pub(crate) fn forward_trace_input<T: Float>(
                         i_l,
                         T::one(),
                         &mut proj,
-                        h,
+                        gh,
                         1,
                     );
                 }
@@ -169,26 +139,28 @@ pub(crate) fn forward_trace_input<T: Float>(
             for s in 0..t_len {
                 let t = if d == 0 { s } else { t_len - 1 - s };
                 if s == 0 {
-                    match h0 {
-                        Some(h0) => h_prev.copy_from_slice(&h0.data()[ld * b * h..][..b * h]),
-                        None => h_prev.fill(T::zero()),
-                    }
+                    initial(state.h, ld, b * h, &mut h_prev);
+                    initial(state.c, ld, b * c_len, &mut c_prev);
                 } else {
                     let tp = if d == 0 { t - 1 } else { t + 1 };
                     for bi in 0..b {
-                        h_prev[bi * h..][..h]
-                            .copy_from_slice(&y.data()[(tp * b + bi) * dh + d * h..][..h]);
+                        let at = (tp * b + bi) * dh + d * h;
+                        h_prev[bi * h..][..h].copy_from_slice(&y.data()[at..][..h]);
+                        let ca = at / h * c_len; // cs is empty without a cell state
+                        c_prev[bi * c_len..][..c_len].copy_from_slice(&cs[ca..][..c_len]);
                     }
                 }
-                let yt = &mut y.data_mut()[t * b * dh..][..b * dh];
-                for bi in 0..b {
-                    yt[bi * dh + d * h..][..h].copy_from_slice(&proj[(t * b + bi) * h..][..h]);
+                // R = h_{t-1}·W_hhᵀ + the b_hh blocks that do not fold (if any).
+                let split = cell.splits_gate_gradients();
+                if split {
+                    for row in rec.chunks_exact_mut(gh) {
+                        row.copy_from_slice(&r_bias);
+                    }
                 }
-                // h_t = act(P_t + h_{t-1}·W_hhᵀ), written in place in y.
                 T::gemm(
                     b,
                     h,
-                    h,
+                    gh,
                     T::one(),
                     &h_prev,
                     h,
@@ -196,35 +168,82 @@ pub(crate) fn forward_trace_input<T: Float>(
                     p.w_hh.data(),
                     1,
                     h,
-                    T::one(),
-                    &mut yt[d * h..],
-                    dh,
+                    if split { T::one() } else { T::zero() },
+                    &mut rec,
+                    gh,
                     1,
                 );
                 for bi in 0..b {
-                    for v in &mut yt[bi * dh + d * h..][..h] {
-                        *v = activate(cfg.cell, *v);
-                    }
+                    let at = (t * b + bi) * dh + d * h;
+                    let row = t * b + bi;
+                    cell.forward(
+                        &proj[row * gh..][..gh],
+                        &rec[bi * gh..][..gh],
+                        &h_prev[bi * h..][..h],
+                        &c_prev[bi * c_len..][..c_len],
+                        &mut y.data_mut()[at..][..h],
+                        &mut cs[at / h * c_len..][..c_len],
+                        &mut saved[(d * t_len * b + row) * s_h..][..s_h],
+                    );
                 }
             }
             let t_last = if d == 0 { t_len - 1 } else { 0 };
             for bi in 0..b {
-                h_n.data_mut()[(ld * b + bi) * h..][..h]
-                    .copy_from_slice(&y.data()[(t_last * b + bi) * dh + d * h..][..h]);
+                let at = (t_last * b + bi) * dh + d * h;
+                let to = (ld * b + bi) * h;
+                h_n.data_mut()[to..][..h].copy_from_slice(&y.data()[at..][..h]);
+                if let Some(c_n) = &mut c_n {
+                    c_n.data_mut()[to..][..h].copy_from_slice(&cs[at..][..h]);
+                }
             }
         }
-        outputs.push(y);
+        trace.ys.push(y);
+        trace.cs.push(cs);
+        trace.saved.push(saved);
     }
-    let output = outputs.last().expect("num_layers >= 1").clone();
-    Ok((ForwardOutput { output, h_n }, outputs))
+    let output = trace.ys.last().expect("num_layers >= 1").clone();
+    Ok((ForwardOutput { output, h_n, c_n }, trace))
 }
 
-/// Runs the stack forward on the CPU: PyTorch's `nn.RNN.forward(input, h0)`.
+/// Copies state `ld` (`len` values) of `state` into `dst`, zeros when absent.
+fn initial<T: Float>(state: Option<&Tensor<T>>, ld: usize, len: usize, dst: &mut [T]) {
+    match state {
+        Some(s) => dst.copy_from_slice(&s.data()[ld * len..][..len]),
+        None => dst.fill(T::zero()),
+    }
+}
+
+/// The biases of one layer and direction split between the hoisted projection and the
+/// recurrent product, `[G·H]` each: `(b_ih + folded b_hh, unfolded b_hh)`, zeros without bias.
+pub(crate) fn split_bias<T: Float>(
+    cell: &dyn CellMath<T>,
+    b_ih: Option<&Tensor<T>>,
+    b_hh: Option<&Tensor<T>>,
+    gh: usize,
+) -> (Vec<T>, Vec<T>) {
+    let (mut x, mut r) = (vec![T::zero(); gh], vec![T::zero(); gh]);
+    if let (Some(bi), Some(bh)) = (b_ih, b_hh) {
+        let h = gh / cell.gates();
+        for (k, (&u, &v)) in bi.data().iter().zip(bh.data()).enumerate() {
+            if cell.folds_hh_bias(k / h) {
+                x[k] = u + v;
+            } else {
+                x[k] = u;
+                r[k] = v;
+            }
+        }
+    }
+    (x, r)
+}
+
+/// Runs the stack forward on the CPU: PyTorch's `nn.RNN.forward(input, h0)` (or
+/// `nn.LSTM.forward(input, (h0, c0))`).
 ///
-/// `input` is `[T, B, I]` (time-major), `h0` is `[L·D, B, H]` (zeros when `None`).
+/// `input` is `[T, B, I]` (time-major), `state` the initial [`State`] (zeros when `None`).
 ///
 /// # Errors
-/// [`crate::Error::Shape`] naming `input` or `h0` when a shape disagrees with the config.
+/// [`crate::Error::Shape`] naming `input`, `h0` or `c0` when a shape disagrees with the
+/// config.
 ///
 /// # Example
 /// ```
@@ -234,10 +253,10 @@ pub(crate) fn forward_trace_input<T: Float>(
 /// let out = cpu::forward(&p, &x, None).unwrap();
 /// assert_eq!(out.output.shape(), &[4, 1, 3]);
 /// ```
-pub fn forward<T: Float>(
+pub fn forward<'a, T: Float>(
     params: &RnnParams<T>,
     input: &Tensor<T>,
-    h0: Option<&Tensor<T>>,
+    state: impl Into<State<'a, T>>,
 ) -> Result<ForwardOutput<T>> {
-    Ok(forward_trace(params, input, h0)?.0)
+    Ok(forward_trace(params, input, state)?.0)
 }

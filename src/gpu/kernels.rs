@@ -1,14 +1,21 @@
 //! The WGSL kernels: their sources (one constant per file), names, bind group layouts and
 //! pipeline creation. Every `include_str!` of a shader is here and nowhere else.
 
+use std::borrow::Cow;
+
 use bytemuck::{Pod, Zeroable};
+
+use crate::config::Cell;
 
 /// `shaders/gemm.wgsl`: tiled, strided `C ← αAB (+ bias) (+ C)`.
 pub const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
-/// `shaders/rnn_step.wgsl`: one fused Elman time step for both directions of a layer.
-pub const RNN_STEP: &str = include_str!("../../shaders/rnn_step.wgsl");
-/// `shaders/rnn_step_bwd.wgsl`: one reverse-time step of BPTT for both directions of a layer.
-pub const RNN_STEP_BWD: &str = include_str!("../../shaders/rnn_step_bwd.wgsl");
+/// `shaders/step_core.wgsl`: the shared core of the forward step kernels (the recurrent
+/// product over `G` gate blocks, both directions), composed with a cell's epilogue.
+pub const STEP_CORE: &str = include_str!("../../shaders/step_core.wgsl");
+/// `shaders/step_core_bwd.wgsl`: the shared core of the backward step kernels.
+pub const STEP_CORE_BWD: &str = include_str!("../../shaders/step_core_bwd.wgsl");
+/// `shaders/cells/elman.wgsl`: the Elman cell's epilogue (tanh or relu by an override).
+pub const ELMAN: &str = include_str!("../../shaders/cells/elman.wgsl");
 
 /// `shaders/prepare.wgsl`: derived weights (transposed `W_hh`, folded bias).
 pub const PREPARE: &str = include_str!("../../shaders/prepare.wgsl");
@@ -25,18 +32,42 @@ pub const COLSUM: &str = include_str!("../../shaders/colsum.wgsl");
 /// `shaders/optim.wgsl`: SGD (momentum), Adam, Adagrad with global-norm clipping.
 pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 
-/// Most storage buffers any kernel binds (the step kernel: 5).
-pub(crate) const MAX_STORAGE_BINDINGS: u32 = 5;
+/// Most storage buffers any kernel binds (the backward step kernel: 8, WebGPU's guaranteed
+/// minimum).
+pub(crate) const MAX_STORAGE_BINDINGS: u32 = 8;
 /// Most invocations of any kernel's workgroup (the reductions: 256).
 pub(crate) const MAX_INVOCATIONS: u32 = 256;
 /// Output tile of the GEMM kernel (rows and columns per workgroup).
 pub(crate) const GEMM_TILE: u32 = 64;
-/// Hidden units per workgroup of the step kernels (64 threads × 4 units).
-pub(crate) const STEP_UNITS: u32 = 256;
-/// Batch rows per workgroup of the step kernels (`ROWS` in `shaders/rnn_step.wgsl` and
-/// `shaders/rnn_step_bwd.wgsl`, 8 per thread): a step dispatches `⌈B / STEP_ROWS⌉` workgroups
-/// along y, so `B` may be at most `STEP_ROWS · max_compute_workgroups_per_dimension`.
+/// Batch rows per workgroup of the step kernels (8 per thread, the named accumulators of
+/// `shaders/step_core.wgsl` and `shaders/step_core_bwd.wgsl`): a step dispatches
+/// `⌈B / STEP_ROWS⌉` workgroups along y, so `B` may be at most
+/// `STEP_ROWS · max_compute_workgroups_per_dimension`.
 pub const STEP_ROWS: u32 = 8;
+/// Hidden units per thread of the step kernels (the lanes of a `vec4`).
+pub const STEP_THREAD_UNITS: u32 = 4;
+
+/// The tunables of the step kernels, passed to WGSL as `override` constants (the WGSL
+/// declares them without a value: this is the one place they are set) and part of the
+/// pipeline cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StepTunables {
+    /// `WG`: threads per workgroup, and columns of the recurrent product staged in workgroup
+    /// memory at a time; at most 64 (the staging tile's size: naga 30 cannot yet specialise a
+    /// workgroup array sized by an override, it panics in `process_overrides`). 64, measured on lavapipe (Mesa 22.3, 2 cores) with the suite's `mid`
+    /// and `charlm` cases when the kernel was written; a real GPU's core is a later kernel.
+    pub workgroup: u32,
+}
+
+impl StepTunables {
+    /// The tunables of the software-adapter core (the only core so far).
+    pub const SOFTWARE: StepTunables = StepTunables { workgroup: 64 };
+
+    /// Hidden units one workgroup covers.
+    pub const fn units(self) -> u32 {
+        self.workgroup * STEP_THREAD_UNITS
+    }
+}
 /// Alignment of per-step uniforms (WebGPU's maximum `min_uniform_buffer_offset_alignment`).
 pub(crate) const UNIFORM_STRIDE: u64 = 256;
 
@@ -69,10 +100,17 @@ pub mod budget {
         splits
     }
 
-    /// `shaders/rnn_step.wgsl` and `shaders/rnn_step_bwd.wgsl` for hidden size `h`: per block
-    /// of 64 columns, the block loop, 8 rows staged and up to 64 products; then 8 rows × 4 units.
-    pub const fn step(h: u64) -> u64 {
-        h.div_ceil(64) * (1 + 8 + 64) + 8 * 4
+    /// `shaders/step_core.wgsl` and `shaders/step_core_bwd.wgsl` for hidden size `h` and `g`
+    /// gate blocks: per gate block (the forward core; the backward core walks the same `g·h`
+    /// columns in one loop) and per block of 64 columns, the block loop, 8 rows staged and up
+    /// to 64 products; then per row and unit the epilogue's loop over the gates.
+    pub const fn step(h: u64, g: u64) -> u64 {
+        g * h.div_ceil(64) * (1 + 8 + 64) + g + 8 * (1 + 4 * (1 + g))
+    }
+
+    /// [`step`] of one gate block (Elman).
+    pub const fn step_g1(h: u64) -> u64 {
+        step(h, 1)
     }
 
     /// `shaders/colsum.wgsl` for a chunk of `rows` rows (4 per iteration, then the rest).
@@ -107,6 +145,10 @@ pub mod budget {
 
     /// The largest `x` with `cost(x) <= LOOP_BUDGET` (`cost` non-decreasing).
     pub fn max_within(cost: fn(u64) -> u64) -> u64 {
+        max_within_by(cost)
+    }
+
+    fn max_within_by(cost: impl Fn(u64) -> u64) -> u64 {
         let (mut lo, mut hi) = (0u64, LOOP_BUDGET * 64);
         while lo < hi {
             let mid = (lo + hi).div_ceil(2);
@@ -129,9 +171,10 @@ pub mod budget {
     pub const REDUCE_CHUNK: u64 = 1 << 20;
     /// Token positions one embedding-gradient dispatch walks; more go to further dispatches.
     pub const EMBED_BWD_CHUNK: u64 = 8192;
-    /// The largest `hidden_size` of the step kernels: their recurrent product loops over `H`.
-    pub fn max_step_hidden() -> u64 {
-        max_within(step)
+    /// The largest `hidden_size` of the step kernels of a cell with `gates` gate blocks:
+    /// their recurrent product loops over `G·H`.
+    pub fn max_step_hidden(gates: usize) -> u64 {
+        max_within_by(|h| step(h, gates as u64))
     }
     /// The largest number of classes (the head's outputs) of the fused softmax cross-entropy.
     pub fn max_softmax_classes() -> u64 {
@@ -162,17 +205,19 @@ pub mod budget {
     }
 }
 
-/// The kernels, used as the pipeline cache key.
+/// The kernels with everything that selects their code and `override` values: the pipeline
+/// cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// `shaders/gemm.wgsl`, entry `main`.
     Gemm,
     /// `shaders/gemm.wgsl`, entry `sum_splits`: the fixed-order second pass of a split GEMM.
     GemmSumSplits,
-    /// `shaders/rnn_step.wgsl`.
-    RnnStep,
-    /// `shaders/rnn_step_bwd.wgsl`.
-    RnnStepBwd,
+    /// One forward time step of a layer: `shaders/step_core.wgsl` composed with the cell's
+    /// epilogue ([`crate::cell::CellSpec::wgsl_epilogue`]).
+    Step(Cell, StepTunables),
+    /// One reverse-time step of BPTT: `shaders/step_core_bwd.wgsl` and the cell's epilogue.
+    StepBwd(Cell, StepTunables),
     /// `shaders/prepare.wgsl`.
     Prepare,
     /// `shaders/embed.wgsl`.
@@ -204,23 +249,38 @@ enum Binding {
 }
 
 impl Kernel {
-    /// Every kernel, for validation tests.
-    pub const ALL: [Kernel; 14] = [
-        Kernel::Gemm,
-        Kernel::GemmSumSplits,
-        Kernel::RnnStep,
-        Kernel::RnnStepBwd,
-        Kernel::Prepare,
-        Kernel::Embed,
-        Kernel::EmbedBwd,
-        Kernel::EmbedZero,
-        Kernel::SoftmaxXent,
-        Kernel::Mse,
-        Kernel::Sum,
-        Kernel::SumSq,
-        Kernel::Optim,
-        Kernel::ColSum,
-    ];
+    /// Every kernel that can ship: the fixed ones and the step kernels of every cell with
+    /// every set of tunables, for validation tests.
+    pub fn all() -> Vec<Kernel> {
+        let mut all = vec![
+            Kernel::Gemm,
+            Kernel::GemmSumSplits,
+            Kernel::Prepare,
+            Kernel::Embed,
+            Kernel::EmbedBwd,
+            Kernel::EmbedZero,
+            Kernel::SoftmaxXent,
+            Kernel::Mse,
+            Kernel::Sum,
+            Kernel::SumSq,
+            Kernel::Optim,
+            Kernel::ColSum,
+        ];
+        for cell in Cell::ALL {
+            all.push(Kernel::Step(cell, StepTunables::SOFTWARE));
+            all.push(Kernel::StepBwd(cell, StepTunables::SOFTWARE));
+        }
+        all
+    }
+
+    /// A short name for profiles and labels (`Step`, `StepBwd` for the step kernels).
+    pub fn name(self) -> String {
+        match self {
+            Kernel::Step(cell, _) => format!("Step({cell})"),
+            Kernel::StepBwd(cell, _) => format!("StepBwd({cell})"),
+            other => format!("{other:?}"),
+        }
+    }
 
     /// The entry point in [`Kernel::source`].
     pub fn entry_point(self) -> &'static str {
@@ -235,12 +295,15 @@ impl Kernel {
         }
     }
 
-    /// The WGSL source.
-    pub fn source(self) -> &'static str {
-        match self {
+    /// The WGSL source; a step kernel's is composed: the cell's constants (`GATES`,
+    /// `SAVED_UNITS`, `SPLIT`, from [`crate::cell::CellSpec`]), the core, the cell's epilogue.
+    pub fn source(self) -> Cow<'static, str> {
+        let fixed = match self {
+            Kernel::Step(cell, _) => return Cow::Owned(compose_step(cell, STEP_CORE, false)),
+            Kernel::StepBwd(cell, _) => {
+                return Cow::Owned(compose_step(cell, STEP_CORE_BWD, true));
+            }
             Kernel::Gemm | Kernel::GemmSumSplits => GEMM,
-            Kernel::RnnStep => RNN_STEP,
-            Kernel::RnnStepBwd => RNN_STEP_BWD,
             Kernel::Prepare => PREPARE,
             Kernel::Embed => EMBED,
             Kernel::EmbedBwd | Kernel::EmbedZero => EMBED_BWD,
@@ -248,6 +311,20 @@ impl Kernel {
             Kernel::Sum | Kernel::SumSq => REDUCE,
             Kernel::Optim => OPTIM,
             Kernel::ColSum => COLSUM,
+        };
+        Cow::Borrowed(fixed)
+    }
+
+    /// Values of the source's `override` constants: the step kernels' tunables and their
+    /// cell's own (e.g. Elman's `RELU`); none for the other kernels.
+    pub fn constants(self) -> Vec<(&'static str, f64)> {
+        match self {
+            Kernel::Step(cell, tune) | Kernel::StepBwd(cell, tune) => {
+                let mut c = vec![("WG", f64::from(tune.workgroup))];
+                c.extend_from_slice(cell.spec().wgsl_constants());
+                c
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -255,7 +332,7 @@ impl Kernel {
         use Binding::*;
         match self {
             Kernel::Gemm | Kernel::GemmSumSplits => &[Uniform, Read, Read, Read, ReadWrite],
-            Kernel::RnnStep => &[
+            Kernel::Step(..) => &[
                 Uniform,
                 DynamicUniform,
                 Read,
@@ -263,8 +340,20 @@ impl Kernel {
                 Read,
                 ReadWrite,
                 ReadWrite,
+                ReadWrite,
             ],
-            Kernel::RnnStepBwd => &[Uniform, DynamicUniform, Read, Read, Read, Read, ReadWrite],
+            Kernel::StepBwd(..) => &[
+                Uniform,
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+            ],
             Kernel::Prepare => &[Uniform, Read, ReadWrite, ReadWrite],
             Kernel::Embed => &[Uniform, Read, Read, Read, ReadWrite],
             Kernel::EmbedBwd | Kernel::EmbedZero => &[Uniform, Read, Read, ReadWrite],
@@ -290,6 +379,41 @@ pub fn validate_wgsl(source: &str) -> Result<(), String> {
     .validate(&module)
     .map_err(|e| e.emit_to_string(source))?;
     Ok(())
+}
+
+/// A step kernel's source: the cell's constants, then `core`, then the cell's epilogue (its
+/// common part and its forward or backward part).
+fn compose_step(cell: Cell, core: &str, backward: bool) -> String {
+    let spec = cell.spec();
+    let [common, forward, backward_part] = epilogue_parts(spec.wgsl_epilogue());
+    format!(
+        "// {cell}: constants from src/cell.rs, then the core, then the cell's epilogue.\n\
+         const GATES: u32 = {}u;\nconst SAVED_UNITS: u32 = {}u;\nconst SPLIT: bool = {};\n\n\
+         {core}\n{common}{}",
+        spec.gates(),
+        spec.saved_units(),
+        spec.splits_gate_gradients(),
+        if backward { backward_part } else { forward },
+    )
+}
+
+/// A cell's epilogue split at its `// @forward` and `// @backward` lines into the part both
+/// kernels take, the forward part and the backward part (each marker line starts its part).
+///
+/// # Panics
+/// When a marker is missing or out of order: the epilogues are compiled in, and every one is
+/// composed by the shader tests.
+pub fn epilogue_parts(text: &str) -> [&str; 3] {
+    let f = text
+        .find("\n// @forward")
+        .expect("epilogue without `// @forward`")
+        + 1;
+    let b = text
+        .find("\n// @backward")
+        .expect("epilogue without `// @backward`")
+        + 1;
+    assert!(f < b, "`// @forward` must come before `// @backward`");
+    [&text[..f], &text[f..b], &text[b..]]
 }
 
 pub(crate) fn build_pipeline(
@@ -320,7 +444,7 @@ pub(crate) fn build_pipeline(
             count: None,
         })
         .collect();
-    let label = format!("{kernel:?}");
+    let label = kernel.name();
     let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some(&label),
         entries: &entries,
@@ -332,14 +456,17 @@ pub(crate) fn build_pipeline(
     });
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(&label),
-        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source()),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&label),
         layout: Some(&layout),
         module: &module,
         entry_point: Some(kernel.entry_point()),
-        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &kernel.constants(),
+            ..Default::default()
+        },
         cache: None,
     });
     (pipeline, bgl)
@@ -383,21 +510,25 @@ impl GemmParams {
     }
 }
 
-/// Uniform `Dims` of `shaders/rnn_step.wgsl`.
+/// Uniform `Dims` of `shaders/step_core.wgsl` and `shaders/step_core_bwd.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 pub(crate) struct StepDims {
     pub batch: u32,
     pub hidden: u32,
     pub dirs: u32,
-    pub act: u32,
+    /// `layer·D`: the layer's first state.
     pub state0: u32,
+    /// `L·D·B·H`: offset of the `c` part of the state buffers.
+    pub states_len: u32,
     /// Offset of the layer's `weight_hh` in the flat parameters (read by the backward step).
     pub w_off: u32,
-    pub _pad: [u32; 2],
+    /// Offset of `δR` in the gate-gradient buffer, for cells that split it from `δX`.
+    pub split_off: u32,
+    pub _pad: u32,
 }
 
-/// Uniform `Step` of `shaders/rnn_step.wgsl`, one per step at [`UNIFORM_STRIDE`].
+/// Uniform `Step` of the step kernels, one per step at [`UNIFORM_STRIDE`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 pub(crate) struct StepParams {
@@ -435,7 +566,10 @@ pub(crate) struct PrepareDims {
     pub b_ih_off: u32,
     pub b_hh_off: u32,
     pub has_bias: u32,
-    pub _pad: [u32; 2],
+    /// Gate blocks `G`.
+    pub gates: u32,
+    /// Bit `g` set when `b_hh` block `g` folds into the projection's bias.
+    pub fold_mask: u32,
 }
 
 /// Uniform `Dims` of `shaders/embed.wgsl` and `shaders/embed_bwd.wgsl` (`w_off` is the

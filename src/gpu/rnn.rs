@@ -1,25 +1,29 @@
-//! The Elman stack on the GPU: parameters resident in one flat buffer, a per-shape
-//! workspace, and the scheduler that records forward and backward passes as lists of ops.
+//! A recurrent stack on the GPU, for every cell: parameters resident in one flat buffer, a
+//! per-shape workspace, and the scheduler that records forward and backward passes as lists
+//! of ops. What differs between cells comes from [`crate::cell::CellSpec`]; nothing here
+//! matches on the cell.
 
 use std::sync::Arc;
 
-use crate::config::{Cell, RnnConfig};
-use crate::cpu::{ForwardOutput, Gradients, check_inputs};
+use crate::cell::CellSpec;
+use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::budget::{self, EMBED_BWD_CHUNK};
 use crate::gpu::kernels::{
-    EmbedDims, Kernel, PrepareDims, STEP_ROWS, STEP_UNITS, StepDims, StepParams, UNIFORM_STRIDE,
+    EmbedDims, Kernel, PrepareDims, STEP_ROWS, StepDims, StepParams, StepTunables, UNIFORM_STRIDE,
 };
 use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
 use crate::params::{ParamLayout, RnnParams};
+use crate::state::{ForwardOutput, Gradients, State, check_inputs};
 use crate::tensor::Tensor;
 
 /// Weights derived from the parameters, refreshed by `prepare.wgsl` after every update.
 struct Derived {
-    /// `[D, H, G·H]`: each direction's `weight_hh` transposed, for coalesced reads forward.
+    /// `[D, H, G·H]`: each direction's `weight_hh` transposed, for coalesced reads forward;
+    /// then `[D, G·H]`: the `b_hh` blocks that do not fold (zeros where they do).
     w_hh_t: wgpu::Buffer,
-    /// `[D·G·H]`: `b_ih + b_hh`, folded since Elman cells add them.
+    /// `[D·G·H]`: `b_ih` plus the `b_hh` blocks that fold.
     bias: Option<wgpu::Buffer>,
 }
 
@@ -29,12 +33,16 @@ pub(crate) struct Workspace {
     pub b: usize,
     /// `[T, B, I]` floats, or `[T, B]` token ids (u32) for token input.
     pub input: wgpu::Buffer,
-    pub h0: wgpu::Buffer,
+    /// The initial state: `h0` `[L·D, B, H]`, then `c0` for cells with a cell state.
+    pub states0: wgpu::Buffer,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
     pub ys: Vec<wgpu::Buffer>,
-    pub h_n: wgpu::Buffer,
+    /// Every layer's saved activations `[T, B, D, S·H]` (the dummy for `S = 0`).
+    saved: Vec<wgpu::Buffer>,
+    /// The final state: `h_n`, then `c_n`, as `states0`.
+    pub states_n: wgpu::Buffer,
     forward_ops: Vec<Op>,
-    /// Host-readable copies of the output and `h_n`, for `forward`'s readback.
+    /// Host-readable copies of the output and the final state, for `forward`'s readback.
     out_staging: wgpu::Buffer,
     hn_staging: wgpu::Buffer,
     /// One [`StepParams`] slot per step, shared by all layers and both passes.
@@ -50,8 +58,10 @@ pub(crate) struct Workspace {
 pub(crate) struct BackwardWorkspace {
     /// `∂L/∂output`, `[T, B, D·H]`: written by the caller (or a loss head) before backward.
     pub grad_out: wgpu::Buffer,
-    pub grad_hn: wgpu::Buffer,
-    pub grad_h0: wgpu::Buffer,
+    /// `∂L/∂h_n`, then `∂L/∂c_n`, as `states_n`.
+    pub grad_states_n: wgpu::Buffer,
+    /// `∂L/∂h0`, then `∂L/∂c0`, as `states0`; the c part is the step kernels' carried `δc`.
+    pub grad_states0: wgpu::Buffer,
     /// `∂L/∂x` of each layer, `[T, B, I_l]` (layer 0's is the input gradient; unused for
     /// token input).
     grad_x: Vec<wgpu::Buffer>,
@@ -59,7 +69,7 @@ pub(crate) struct BackwardWorkspace {
     _keep: Vec<wgpu::Buffer>,
 }
 
-/// An Elman RNN stack whose parameters live on the GPU.
+/// A recurrent stack (any [`crate::Cell`]) whose parameters live on the GPU.
 ///
 /// A forward pass is one GEMM per layer for the input projection of all steps (both
 /// directions), then one fused step dispatch per time step (both directions). Backward is one
@@ -81,6 +91,8 @@ pub(crate) struct BackwardWorkspace {
 pub struct GpuRnn {
     ctx: Arc<GpuContext>,
     config: RnnConfig,
+    cell: &'static dyn CellSpec,
+    tune: StepTunables,
     token_input: bool,
     pub(crate) layout: ParamLayout,
     /// All parameters, flat (see [`ParamLayout`]).
@@ -106,13 +118,6 @@ fn step_binding(steps: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     })
 }
 
-fn act_code(cell: Cell) -> u32 {
-    match cell {
-        Cell::RnnTanh => 0,
-        Cell::RnnRelu => 1,
-    }
-}
-
 impl GpuRnn {
     /// Uploads `params` to the device.
     ///
@@ -131,11 +136,12 @@ impl GpuRnn {
         token_input: bool,
     ) -> Result<Self> {
         let config = *params.config();
+        let cell = config.cell.spec();
         budget::check(
             "hidden_size",
             "hidden units of the step kernels within their loop budget",
             config.hidden_size,
-            budget::max_step_hidden(),
+            budget::max_step_hidden(cell.gates()),
         )?;
         params.validate()?;
         let layout = ParamLayout::new(&config);
@@ -153,7 +159,7 @@ impl GpuRnn {
                 w_hh_t: ops::storage(
                     &ctx,
                     &format!("weight_hh_l{l} transposed"),
-                    d_n * h * gh,
+                    d_n * h * gh + d_n * gh,
                     rw,
                 )?,
                 bias: match config.bias {
@@ -169,7 +175,8 @@ impl GpuRnn {
                 b_ih_off: b_ih as u32,
                 b_hh_off: b_hh as u32,
                 has_bias: config.bias as u32,
-                _pad: [0; 2],
+                gates: cell.gates() as u32,
+                fold_mask: cell.fold_mask(),
             };
             let mut rec = ops::Recorder::new(&ctx, &dummy);
             prepare_ops.push(rec.op(
@@ -184,6 +191,8 @@ impl GpuRnn {
         let rnn = GpuRnn {
             ctx,
             config,
+            cell,
+            tune: StepTunables::SOFTWARE,
             token_input,
             layout,
             params: flat,
@@ -289,10 +298,11 @@ impl GpuRnn {
         let ctx = &*self.ctx;
         let cfg = &self.config;
         let (d_n, h) = (cfg.directions(), cfg.hidden_size);
-        let g = cfg.cell.gates();
+        let g = self.cell.gates();
         let dh = d_n * h;
         let tb = t_len * b;
-        let states = cfg.num_layers * d_n * b * h;
+        let states = self.state_parts() * cfg.num_layers * d_n * b * h;
+        let saved_len = tb * d_n * self.cell.saved_units() * h;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let in_len = if self.token_input {
             tb
@@ -303,19 +313,26 @@ impl GpuRnn {
         ctx.check_buffer("input", (in_len * 4) as u64)?;
         ctx.check_buffer("output", (tb * dh * 4) as u64)?;
         ctx.check_buffer("projection", (tb * d_n * g * h * 4) as u64)?;
+        ctx.check_buffer("saved activations", (saved_len * 4) as u64)?;
         ctx.check_buffer("step uniforms", t_len as u64 * UNIFORM_STRIDE)?;
         let step_groups = self.step_groups(b);
-        ctx.check_dispatch("RnnStep", step_groups)?;
+        ctx.check_dispatch(&Kernel::Step(cfg.cell, self.tune).name(), step_groups)?;
         for l in 0..cfg.num_layers {
             let spec = GemmSpec::a_bt(tb, d_n * g * h, cfg.layer_input_size(l));
             ctx.check_dispatch("Gemm", spec.params(false)?.workgroups(1))?;
         }
         let input = ops::storage(ctx, "input", in_len, rw)?;
-        let h0 = ops::storage(ctx, "h0", states, rw)?;
-        let h_n = ops::storage(ctx, "h_n", states, rw)?;
+        let states0 = ops::storage(ctx, "h0, c0", states, rw)?;
+        let states_n = ops::storage(ctx, "h_n, c_n", states, rw)?;
         let proj = ops::storage(ctx, "projection", tb * d_n * g * h, rw)?;
         let ys = (0..cfg.num_layers)
             .map(|l| ops::storage(ctx, &format!("output l{l}"), tb * dh, rw))
+            .collect::<Result<Vec<_>>>()?;
+        let saved = (0..cfg.num_layers)
+            .map(|l| match saved_len {
+                0 => Ok(self.dummy.clone()),
+                n => ops::storage(ctx, &format!("saved activations l{l}"), n, rw),
+            })
             .collect::<Result<Vec<_>>>()?;
 
         // One uniform slot per step, shared by all layers and both passes.
@@ -340,7 +357,7 @@ impl GpuRnn {
             if l == 0 && self.token_input {
                 let dims = EmbedDims {
                     rows: tb as u32,
-                    cols: dh as u32,
+                    cols: (d_n * g * h) as u32,
                     vocab: i_l as u32,
                     w_off: off.w_ih as u32,
                     has_bias: cfg.bias as u32,
@@ -351,7 +368,7 @@ impl GpuRnn {
                     Kernel::Embed,
                     bytemuck::bytes_of(&dims),
                     &[&input, &self.params, bias, &proj],
-                    linear_groups(tb * dh),
+                    linear_groups(tb * d_n * g * h),
                 )?);
             } else {
                 let spec = GemmSpec {
@@ -362,19 +379,20 @@ impl GpuRnn {
             }
             let du = rec.uniform(
                 &format!("step dims l{l}"),
-                bytemuck::bytes_of(&self.step_dims(l, b)),
+                bytemuck::bytes_of(&self.step_dims(l, t_len, b)),
             );
             let step = Op::new(
                 ctx,
-                Kernel::RnnStep,
+                Kernel::Step(cfg.cell, self.tune),
                 &[
                     bind(&du),
                     step_binding(&step_uniform),
                     bind(&der.w_hh_t),
                     bind(&proj),
-                    bind(&h0),
+                    bind(&states0),
                     bind(&ys[l]),
-                    bind(&h_n),
+                    bind(&states_n),
+                    bind(&saved[l]),
                 ],
                 step_groups,
             )?;
@@ -389,9 +407,10 @@ impl GpuRnn {
             t: t_len,
             b,
             input,
-            h0,
+            states0,
             ys,
-            h_n,
+            saved,
+            states_n,
             forward_ops: fwd,
             out_staging: ops::staging(ctx, "output readback", tb * dh),
             hn_staging: ops::staging(ctx, "h_n readback", states),
@@ -401,23 +420,31 @@ impl GpuRnn {
         })
     }
 
-    /// The uniform `Dims` of layer `l`'s step kernels for batch `b`.
-    fn step_dims(&self, l: usize, b: usize) -> StepDims {
+    /// The parts of a state buffer: `h`, and `c` for cells with a cell state.
+    fn state_parts(&self) -> usize {
+        1 + self.cell.has_cell_state() as usize
+    }
+
+    /// The uniform `Dims` of layer `l`'s step kernels for `(t_len, b)`.
+    fn step_dims(&self, l: usize, t_len: usize, b: usize) -> StepDims {
+        let cfg = &self.config;
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
         StepDims {
             batch: b as u32,
-            hidden: self.config.hidden_size as u32,
-            dirs: self.config.directions() as u32,
-            act: act_code(self.config.cell),
-            state0: (l * self.config.directions()) as u32,
+            hidden: h as u32,
+            dirs: d_n as u32,
+            state0: (l * d_n) as u32,
+            states_len: (cfg.num_layers * d_n * b * h) as u32,
             w_off: self.layout.layers[l].w_hh as u32,
-            _pad: [0; 2],
+            split_off: (t_len * b * d_n * self.cell.gates() * h) as u32,
+            _pad: 0,
         }
     }
 
     /// Workgroups of one step dispatch for batch `b` (both directions).
     fn step_groups(&self, b: usize) -> [u32; 3] {
         [
-            (self.config.hidden_size as u32).div_ceil(STEP_UNITS),
+            (self.config.hidden_size as u32).div_ceil(self.tune.units()),
             (b as u32).div_ceil(STEP_ROWS),
             self.config.directions() as u32,
         ]
@@ -463,19 +490,26 @@ impl GpuRnn {
     fn build_backward(&self, ws: &Workspace) -> Result<BackwardWorkspace> {
         let ctx = &*self.ctx;
         let cfg = &self.config;
-        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
+        let cell = self.cell;
+        let (d_n, h, g_n) = (cfg.directions(), cfg.hidden_size, cell.gates());
         let (t_len, b) = (ws.t, ws.b);
-        let dh = d_n * h;
+        let (dh, gh) = (d_n * h, g_n * h);
+        let dgh = d_n * gh;
         let tb = t_len * b;
-        let states = cfg.num_layers * d_n * b * h;
+        let states = self.state_parts() * cfg.num_layers * d_n * b * h;
+        // δX [T, B, D·G·H], then δR for cells that split them.
+        let split = cell.splits_gate_gradients();
+        let gates_len = tb * dgh * (1 + split as usize);
+        let r_off = if split { tb * dgh } else { 0 };
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        ctx.check_buffer("gate gradients", (gates_len * 4) as u64)?;
         let grads = self.grads();
-        let (input, h0, ys) = (ws.input.clone(), ws.h0.clone(), ws.ys.clone());
+        let input = ws.input.clone();
         let step_groups = self.step_groups(b);
         let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
-        let grad_hn = ops::storage(ctx, "grad_h_n", states, rw)?;
-        let grad_h0 = ops::storage(ctx, "grad.h0", states, rw)?;
-        let grad_a = ops::storage(ctx, "gate gradients", tb * dh, rw)?;
+        let grad_states_n = ops::storage(ctx, "grad_h_n, grad_c_n", states, rw)?;
+        let grad_states0 = ops::storage(ctx, "grad.h0, grad.c0", states, rw)?;
+        let grad_gates = ops::storage(ctx, "gate gradients", gates_len, rw)?;
         let grad_x = (0..cfg.num_layers)
             .map(|l| {
                 let n = if l == 0 && self.token_input {
@@ -492,7 +526,7 @@ impl GpuRnn {
         for l in (0..cfg.num_layers).rev() {
             let off = self.layout.layers[l];
             let i_l = cfg.layer_input_size(l);
-            let x = if l == 0 { &input } else { &ys[l - 1] };
+            let (x, y) = (if l == 0 { &input } else { &ws.ys[l - 1] }, &ws.ys[l]);
             let grad_y = if l + 1 == cfg.num_layers {
                 &grad_out
             } else {
@@ -500,19 +534,22 @@ impl GpuRnn {
             };
             let du = rec.uniform(
                 &format!("backward dims l{l}"),
-                bytemuck::bytes_of(&self.step_dims(l, b)),
+                bytemuck::bytes_of(&self.step_dims(l, t_len, b)),
             );
             let step = Op::new(
                 ctx,
-                Kernel::RnnStepBwd,
+                Kernel::StepBwd(cfg.cell, self.tune),
                 &[
                     bind(&du),
                     step_binding(&ws.step_uniform),
                     bind(&self.params),
                     bind(grad_y),
-                    bind(&grad_hn),
-                    bind(&ys[l]),
-                    bind(&grad_a),
+                    bind(&grad_states_n),
+                    bind(y),
+                    bind(&ws.saved[l]),
+                    bind(&ws.states0),
+                    bind(&grad_gates),
+                    bind(&grad_states0),
                 ],
                 step_groups,
             )?;
@@ -524,51 +561,52 @@ impl GpuRnn {
                 let ld = l * d_n + d;
                 // The step first processed in forward time, whose h_prev was h0.
                 let t0 = if d == 0 { 0 } else { t_len - 1 };
-                // ∂h0 = δa_{t0}·W_hh
+                // ∂h0 = δR_{t0}·W_hh (+ the direct term the step kernel left in grad.h0).
                 let spec = GemmSpec {
-                    a_off: t0 * b * dh + d * h,
-                    a_rs: dh,
-                    b_off: off.w_hh + d * h * h,
+                    a_off: r_off + t0 * b * dgh + d * gh,
+                    a_rs: dgh,
+                    b_off: off.w_hh + d * gh * h,
                     c_off: ld * b * h,
-                    ..GemmSpec::row_major(b, h, h)
+                    accumulate: cell.carries_h_directly(),
+                    ..GemmSpec::row_major(b, h, gh)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, &self.params, None, &grad_h0)?);
-                // ∂W_hh = Σ_t δa_tᵀ·h_{t-1}: the steps whose h_prev is in y, then the h0 step.
+                bwd.extend(rec.gemm(spec, &grad_gates, &self.params, None, &grad_states0)?);
+                // ∂W_hh = Σ_t δR_tᵀ·h_{t-1}: the steps whose h_prev is in y, then the h0 step.
                 let (a_first, y_first) = if d == 0 { (1, 0) } else { (0, 1) };
                 let spec = GemmSpec {
-                    a_off: a_first * b * dh + d * h,
+                    a_off: r_off + a_first * b * dgh + d * gh,
                     a_rs: 1,
-                    a_cs: dh,
+                    a_cs: dgh,
                     b_off: y_first * b * dh + d * h,
                     b_rs: dh,
-                    c_off: off.w_hh + d * h * h,
-                    ..GemmSpec::row_major(h, h, (t_len - 1) * b)
+                    c_off: off.w_hh + d * gh * h,
+                    ..GemmSpec::row_major(gh, h, (t_len - 1) * b)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, &ys[l], None, grads)?);
+                bwd.extend(rec.gemm(spec, &grad_gates, y, None, grads)?);
                 let spec = GemmSpec {
-                    a_off: t0 * b * dh + d * h,
+                    a_off: r_off + t0 * b * dgh + d * gh,
                     a_rs: 1,
-                    a_cs: dh,
+                    a_cs: dgh,
                     b_off: ld * b * h,
-                    c_off: off.w_hh + d * h * h,
+                    c_off: off.w_hh + d * gh * h,
                     accumulate: true,
-                    ..GemmSpec::row_major(h, h, b)
+                    ..GemmSpec::row_major(gh, h, b)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, &h0, None, grads)?);
+                bwd.extend(rec.gemm(spec, &grad_gates, &ws.states0, None, grads)?);
             }
-            // Both directions at once: ∂W_ih = δAᵀ·X (a scatter for token input),
-            // ∂b_ih = ∂b_hh = 1ᵀ·δA, ∂X = δA·W_ih.
+            // Both directions at once: ∂W_ih = δXᵀ·X (a scatter for token input),
+            // ∂b_ih = 1ᵀ·δX, ∂b_hh = 1ᵀ·δR, ∂X = δX·W_ih.
             if l == 0 && self.token_input {
                 let dims = EmbedDims {
                     rows: tb as u32,
-                    cols: dh as u32,
+                    cols: dgh as u32,
                     vocab: i_l as u32,
                     w_off: off.w_ih as u32,
                     ..Default::default()
                 };
-                let bufs = [&input, &grad_a, grads];
+                let bufs = [&input, &grad_gates, grads];
                 let bytes = bytemuck::bytes_of(&dims);
-                bwd.push(rec.op(Kernel::EmbedZero, bytes, &bufs, linear_groups(dh * i_l))?);
+                bwd.push(rec.op(Kernel::EmbedZero, bytes, &bufs, linear_groups(dgh * i_l))?);
                 // Consecutive dispatches over chunks of positions, within the loop budget.
                 for begin in (0..tb).step_by(EMBED_BWD_CHUNK as usize) {
                     let dims = EmbedDims {
@@ -577,46 +615,91 @@ impl GpuRnn {
                         ..dims
                     };
                     let bytes = bytemuck::bytes_of(&dims);
-                    bwd.push(rec.op(Kernel::EmbedBwd, bytes, &bufs, linear_groups(dh))?);
+                    bwd.push(rec.op(Kernel::EmbedBwd, bytes, &bufs, linear_groups(dgh))?);
                 }
             } else {
                 let spec = GemmSpec {
                     a_rs: 1,
-                    a_cs: dh,
+                    a_cs: dgh,
                     c_off: off.w_ih,
-                    ..GemmSpec::row_major(dh, i_l, tb)
+                    ..GemmSpec::row_major(dgh, i_l, tb)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, x, None, grads)?);
+                bwd.extend(rec.gemm(spec, &grad_gates, x, None, grads)?);
                 let spec = GemmSpec {
                     b_off: off.w_ih,
-                    ..GemmSpec::row_major(tb, i_l, dh)
+                    ..GemmSpec::row_major(tb, i_l, dgh)
                 };
-                bwd.extend(rec.gemm(spec, &grad_a, &self.params, None, &grad_x[l])?);
+                bwd.extend(rec.gemm(spec, &grad_gates, &self.params, None, &grad_x[l])?);
             }
             if let Some((bi, bh)) = off.bias {
-                bwd.extend(rec.colsum(tb, dh, (&grad_a, 0, dh), grads, bi, bh)?);
+                if split {
+                    bwd.extend(rec.colsum(tb, dgh, (&grad_gates, 0, dgh), grads, bi, bi)?);
+                    bwd.extend(rec.colsum(tb, dgh, (&grad_gates, r_off, dgh), grads, bh, bh)?);
+                } else {
+                    bwd.extend(rec.colsum(tb, dgh, (&grad_gates, 0, dgh), grads, bi, bh)?);
+                }
             }
         }
         let mut keep = rec.finish();
-        keep.push(grad_a);
+        keep.push(grad_gates);
         Ok(BackwardWorkspace {
             grad_out,
-            grad_hn,
-            grad_h0,
+            grad_states_n,
+            grad_states0,
             grad_x,
             backward_ops: bwd,
             _keep: keep,
         })
     }
 
-    /// Records the forward pass into `encoder`; `clear_h0` zeroes `h0` first (else the
-    /// caller has written it, or carried `h_n` into it for truncated BPTT).
-    pub(crate) fn record_forward(&mut self, encoder: &mut wgpu::CommandEncoder, clear_h0: bool) {
+    /// Records the forward pass into `encoder`; `clear_states` zeroes `h0` (and `c0`) first
+    /// (else the caller has written them, or carried `h_n` into them for truncated BPTT).
+    pub(crate) fn record_forward(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        clear_states: bool,
+    ) {
         let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        if clear_h0 {
-            encoder.clear_buffer(&ws.h0, 0, None);
+        if clear_states {
+            encoder.clear_buffer(&ws.states0, 0, None);
         }
         ops::encode(encoder, &ws.forward_ops);
+    }
+
+    /// Records the carry of the final state into the initial one (`h_n → h0`, `c_n → c0`),
+    /// for truncated BPTT.
+    pub(crate) fn record_carry_state(&self, encoder: &mut wgpu::CommandEncoder) {
+        let ws = self.workspace.as_ref().expect("ensure_workspace first");
+        encoder.copy_buffer_to_buffer(&ws.states_n, 0, &ws.states0, 0, None);
+    }
+
+    /// Records zeroing `∂L/∂h_n` (and `∂L/∂c_n`): the loss depends on the outputs only.
+    pub(crate) fn record_clear_grad_state(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.clear_buffer(&self.backward_workspace().grad_states_n, 0, None);
+    }
+
+    /// Writes the parts of `state` into `buffer` (`h`, then `c`), zeroing the absent ones.
+    fn write_state(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        buffer: &wgpu::Buffer,
+        state: State<'_>,
+    ) {
+        let part = (buffer.size() / self.state_parts() as u64) as usize;
+        for (k, t) in [state.h, state.c]
+            .into_iter()
+            .take(self.state_parts())
+            .enumerate()
+        {
+            let at = (k * part) as u64;
+            match t {
+                Some(t) => self
+                    .ctx
+                    .queue
+                    .write_buffer(buffer, at, bytemuck::cast_slice(t.data())),
+                None => encoder.clear_buffer(buffer, at, Some(part as u64)),
+            }
+        }
     }
 
     /// The recorded passes in the order a training step runs them: forward, backward,
@@ -634,15 +717,22 @@ impl GpuRnn {
         ops::encode(encoder, &bw.backward_ops);
     }
 
-    /// Runs the stack forward: PyTorch's `nn.RNN.forward(input, h0)` on the GPU.
+    /// Runs the stack forward: PyTorch's `nn.RNN.forward(input, h0)` (`nn.LSTM`'s
+    /// `(input, (h0, c0))`) on the GPU.
     ///
-    /// `input` is `[T, B, I]`, `h0` is `[L·D, B, H]` (zeros when `None`); returns `output`
-    /// `[T, B, D·H]` and `h_n` `[L·D, B, H]`.
+    /// `input` is `[T, B, I]`, `state` the initial [`State`] (`[L·D, B, H]` each, zeros when
+    /// absent); returns `output` `[T, B, D·H]`, `h_n` (and `c_n`) `[L·D, B, H]`.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming `input` or `h0`, [`Error::Limit`] when the shape needs more
-    /// than the device allows (checked before allocating), [`Error::Gpu`] when the device fails.
-    pub fn forward(&mut self, input: &Tensor, h0: Option<&Tensor>) -> Result<ForwardOutput> {
+    /// [`Error::Shape`] naming `input`, `h0` or `c0`, [`Error::Limit`] when the shape needs
+    /// more than the device allows (checked before allocating), [`Error::Gpu`] when the device
+    /// fails.
+    pub fn forward<'a>(
+        &mut self,
+        input: &Tensor,
+        state: impl Into<State<'a>>,
+    ) -> Result<ForwardOutput> {
+        let state = state.into();
         // A forward that fails leaves nothing to differentiate.
         self.has_forward = false;
         if self.token_input {
@@ -650,39 +740,48 @@ impl GpuRnn {
                 "forward: this model takes token ids, not a float tensor",
             ));
         }
-        let (t_len, b) = check_inputs(&self.config, input, h0)?;
+        let (t_len, b) = check_inputs(&self.config, input, state)?;
         self.ensure_workspace(t_len, b)?;
         let ws = self.workspace.as_ref().expect("built above");
         self.ctx
             .queue
             .write_buffer(&ws.input, 0, bytemuck::cast_slice(input.data()));
-        if let Some(h0) = h0 {
-            self.ctx
-                .queue
-                .write_buffer(&ws.h0, 0, bytemuck::cast_slice(h0.data()));
-        }
         let mut encoder = self.encoder("forward");
-        self.record_forward(&mut encoder, h0.is_none());
+        self.write_state(&mut encoder, &ws.states0, state);
+        self.record_forward(&mut encoder, false);
         let ws = self.workspace.as_ref().expect("built above");
         let (d_n, h, l_n) = (
             self.config.directions(),
             self.config.hidden_size,
             self.config.num_layers,
         );
-        let (out_len, hn_len) = (t_len * b * d_n * h, l_n * d_n * b * h);
+        let out_len = t_len * b * d_n * h;
+        let states_len = self.state_parts() * l_n * d_n * b * h;
         let y = ws.ys.last().expect("num_layers >= 1");
         let mut res = self.ctx.read_buffers(
             encoder,
             &[
                 (y, &ws.out_staging, (out_len * 4) as u64),
-                (&ws.h_n, &ws.hn_staging, (hn_len * 4) as u64),
+                (&ws.states_n, &ws.hn_staging, (states_len * 4) as u64),
             ],
             "forward",
         )?;
-        let h_n = Tensor::new(vec![l_n * d_n, b, h], res.pop().expect("two reads"))?;
+        let (h_n, c_n) = self.split_state(res.pop().expect("two reads"), b)?;
         let output = Tensor::new(vec![t_len, b, d_n * h], res.pop().expect("two reads"))?;
         self.has_forward = true;
-        Ok(ForwardOutput { output, h_n })
+        Ok(ForwardOutput { output, h_n, c_n })
+    }
+
+    /// A state buffer's contents as `(h, c)`, `[L·D, B, H]` each (`c` for cells with one).
+    fn split_state(&self, mut data: Vec<f32>, b: usize) -> Result<(Tensor, Option<Tensor>)> {
+        let cfg = &self.config;
+        let shape = vec![cfg.num_layers * cfg.directions(), b, cfg.hidden_size];
+        let part = shape.iter().product();
+        let c = match self.cell.has_cell_state() {
+            true => Some(Tensor::new(shape.clone(), data.split_off(part))?),
+            false => None,
+        };
+        Ok((Tensor::new(shape, data)?, c))
     }
 
     /// Runs the last forward pass again on the input and `h0` already on the device and waits
@@ -699,7 +798,7 @@ impl GpuRnn {
             ));
         }
         let mut encoder = self.encoder("forward again");
-        // h0 was either written by the caller or zeroed by the first run; keep it.
+        // The state was either written by the caller or zeroed by the first run; keep it.
         self.record_forward(&mut encoder, false);
         self.ctx.submit_wait(encoder, "forward again")
     }
@@ -718,10 +817,12 @@ impl GpuRnn {
         }
         buffers.extend(&self._keep);
         if let Some(ws) = &self.workspace {
-            buffers.extend([&ws.input, &ws.h0, &ws.h_n, &ws.step_uniform]);
+            buffers.extend([&ws.input, &ws.states0, &ws.states_n, &ws.step_uniform]);
             buffers.extend(ws.ys.iter().chain(&ws._keep));
+            // The dummy stands in for the saved activations of cells that save none.
+            buffers.extend(ws.saved.iter().filter(|b| **b != self.dummy));
             if let Some(bw) = &ws.backward {
-                buffers.extend([&bw.grad_out, &bw.grad_hn, &bw.grad_h0]);
+                buffers.extend([&bw.grad_out, &bw.grad_states_n, &bw.grad_states0]);
                 buffers.extend(bw.grad_x.iter().chain(&bw._keep));
             }
         }
@@ -729,17 +830,19 @@ impl GpuRnn {
     }
 
     /// Backpropagation through time for the last [`GpuRnn::forward`]: the gradients of
-    /// `L = Σ output·grad_output + Σ h_n·grad_h_n` (`grad_h_n` zeros when `None`) with respect
-    /// to the input, `h0` and every parameter (see [`crate::cpu::backward`] for the math).
+    /// `L = Σ output·grad_output + Σ h_n·grad_h_n (+ Σ c_n·grad_c_n)` (`grad_state` zeros
+    /// when absent) with respect to the input, `h0` (`c0`) and every parameter (see
+    /// [`crate::cpu::backward`] for the math).
     ///
     /// # Errors
     /// [`Error::Config`] when no forward pass preceded it, [`Error::Shape`] naming
-    /// `grad_output` or `grad_h_n`, [`Error::Gpu`] when the device fails.
-    pub fn backward(
+    /// `grad_output`, `grad_h_n` or `grad_c_n`, [`Error::Gpu`] when the device fails.
+    pub fn backward<'a>(
         &mut self,
         grad_output: &Tensor,
-        grad_h_n: Option<&Tensor>,
+        grad_state: impl Into<State<'a>>,
     ) -> Result<Gradients> {
+        let grad_state = grad_state.into();
         let cfg = self.config;
         let Some(ws) = self
             .workspace
@@ -751,28 +854,22 @@ impl GpuRnn {
             ));
         };
         let (t_len, b) = (ws.t, ws.b);
-        let (d_n, h, l_n) = (cfg.directions(), cfg.hidden_size, cfg.num_layers);
+        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
         grad_output.expect_shape("grad_output", &[t_len, b, d_n * h])?;
         grad_output.expect_finite("grad_output")?;
-        if let Some(g) = grad_h_n {
-            g.expect_shape("grad_h_n", &[l_n * d_n, b, h])?;
-            g.expect_finite("grad_h_n")?;
-        }
+        grad_state.check(&cfg, b, ["grad_h_n", "grad_c_n"], true)?;
         self.ensure_backward()?;
         let grads = self.grads();
         let ws = self.workspace.as_ref().expect("checked above");
-        let ws = ws.backward.as_ref().expect("ensured above");
+        let bw = ws.backward.as_ref().expect("ensured above");
         let queue = &self.ctx.queue;
-        queue.write_buffer(&ws.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
+        queue.write_buffer(&bw.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
         let mut encoder = self.encoder("backward");
-        match grad_h_n {
-            Some(g) => queue.write_buffer(&ws.grad_hn, 0, bytemuck::cast_slice(g.data())),
-            None => encoder.clear_buffer(&ws.grad_hn, 0, None),
-        }
+        self.write_state(&mut encoder, &bw.grad_states_n, grad_state);
         self.record_backward(&mut encoder);
         let reads = [
-            (&ws.grad_x[0], t_len * b * cfg.input_size),
-            (&ws.grad_h0, l_n * d_n * b * h),
+            (&bw.grad_x[0], t_len * b * cfg.input_size),
+            (&bw.grad_states0, (bw.grad_states0.size() / 4) as usize),
             (grads, self.layout.total),
         ];
         let stagings: Vec<wgpu::Buffer> = reads
@@ -790,8 +887,13 @@ impl GpuRnn {
             .into_iter();
         let mut next = || data.next().expect("one result per read");
         let input = Tensor::new(vec![t_len, b, cfg.input_size], next())?;
-        let h0 = Tensor::new(vec![l_n * d_n, b, h], next())?;
+        let (h0, c0) = self.split_state(next(), b)?;
         let params = self.layout.unflatten(&cfg, &next());
-        Ok(Gradients { input, h0, params })
+        Ok(Gradients {
+            input,
+            h0,
+            c0,
+            params,
+        })
     }
 }

@@ -353,9 +353,9 @@ impl GpuTrainer {
         let carry = carry && self.carried == Some((t, b));
         if carry {
             // Truncated BPTT: this chunk starts where the last one ended.
-            encoder.copy_buffer_to_buffer(&rws.h_n, 0, &rws.h0, 0, None);
+            self.rnn.record_carry_state(&mut encoder);
         }
-        encoder.clear_buffer(&self.rnn.backward_workspace().grad_hn, 0, None);
+        self.rnn.record_clear_grad_state(&mut encoder);
         self.rnn.record_forward(&mut encoder, !carry);
         let ws = self.ws.as_ref().expect("built");
         if ws.copy_out > 0 {

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuTrainer;
 use crate::model::Device;
 use crate::params::{ParamLayout, RnnParams};
+use crate::state::State;
 use crate::tensor::{Float, Tensor};
 
 /// What the model reads and predicts.
@@ -216,7 +217,7 @@ impl SeqModel {
                 Ok((*t, *b))
             }
             (Batch::Values { input, target }, Task::Regression { .. } | Task::MeanSquare) => {
-                let (t, b) = cpu::check_inputs(self.config(), input, None)?;
+                let (t, b) = cpu::check_inputs(self.config(), input, State::default())?;
                 target.expect_shape("target", &[t, b, self.task.outputs()])?;
                 target.expect_finite("target")?;
                 Ok((t, b))
@@ -240,7 +241,7 @@ impl SeqModel {
             h0.expect_shape("h0", &[c.num_layers * c.directions(), b, c.hidden_size])?;
             h0.expect_finite("h0")?;
         }
-        let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), h0)?;
+        let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), h0.into())?;
         if self.task == Task::MeanSquare {
             return Ok((mean_square(&mut out.output.into_data()), out.h_n));
         }
@@ -416,7 +417,7 @@ impl CpuTrainer {
         let h0 = h0.filter(|_| self.last_shape == Some((t, b)));
         self.last_shape = Some((t, b));
         let input = batch.input(t, b);
-        let (out, ys) = cpu::forward_trace_input(&model.rnn, input, h0.as_ref())?;
+        let (out, ys) = cpu::forward_trace_input(&model.rnn, input, h0.as_ref().into())?;
         let (d_y, g_w, g_b) = if model.task == Task::MeanSquare {
             // No head: ∂L/∂y = 2y/N straight into the stack's backward pass.
             let mut d_y = out.output.clone();
@@ -427,7 +428,14 @@ impl CpuTrainer {
             self.loss = loss;
             (d_y, g_w, g_b)
         };
-        let (_, _, g_rnn) = cpu::backward_input(&model.rnn, input, h0.as_ref(), &ys, &d_y, None)?;
+        let (_, _, _, g_rnn) = cpu::backward_input(
+            &model.rnn,
+            input,
+            h0.as_ref().into(),
+            &ys,
+            &d_y,
+            State::default(),
+        )?;
         let mut grads = ParamLayout::new(model.config()).flatten(&g_rnn);
         let split = grads.len();
         grads.extend_from_slice(&g_w);
@@ -668,7 +676,7 @@ pub fn sample(
             t: prime.len(),
             b: 1,
         },
-        None,
+        State::default(),
     )?;
     let dh = model.config().output_size();
     let mut last = Tensor::new(
@@ -703,7 +711,7 @@ pub fn sample(
                 t: 1,
                 b: 1,
             },
-            Some(&h),
+            (&h).into(),
         )?;
         last = o.output;
         h = o.h_n;

@@ -1,0 +1,236 @@
+// The shared core of every cell's forward step kernel (the software-adapter core): one time
+// step of a layer, both directions in one dispatch. Composed with a cell's epilogue
+// (shaders/cells/*.wgsl) by src/gpu/kernels.rs, which appends the epilogue to this text.
+//
+// The core computes the recurrent product of every gate block g < GATES,
+//   rec[g][b, j] = sum_k W_hh[d][g*H + j, k] * h_prev[b, k]  (+ the unfolded b_hh block),
+// where h_prev is h0 at the first step and the layer's own output at the previous time
+// otherwise (t - 1 for the forward direction, t + 1 for the reverse one), and hands each
+// (row, unit) to the epilogue, which combines it with the hoisted input projection
+// P = X W_ih^T + b_ih + folded b_hh and writes the outputs.
+//
+// The composer puts the cell's constants before it (from src/cell.rs, CellSpec): GATES (gate
+// blocks G), SAVED_UNITS (S, units saved per row for backward) and SPLIT (a b_hh block does
+// not fold into the projection: it follows W_hh in w_hh_t and is added here). The epilogue
+// provides:
+//   fn cell_forward(s: Site, jj: u32, rec: array<f32, GATES>)
+// and may use the bindings below, the helpers at the end and `s.first` / `s.last` (h_n, c_n
+// are written at the last step). It writes y (and whatever its cell saves) for unit jj.
+//
+// Blocking: each thread computes 4 consecutive hidden units (j in the lanes of a vec4) for 8
+// batch rows; a workgroup of WG threads covers 4*WG units x 8 rows of one direction. The rows'
+// slice of h_prev is staged in workgroup memory WG columns at a time. Gate blocks are computed
+// one after another, so the loop count per invocation is G times Elman's (src/gpu/kernels.rs,
+// budget::step). Every value a thread reads is used 4 or 8 times from registers: loads, not
+// arithmetic, are what a software adapter (lavapipe runs each lane's load as a scalar) and a
+// real GPU pay for. W_hh is read transposed so that the 4 units of a thread, and neighbouring
+// threads, read neighbouring addresses; reads past H in a block only feed discarded lanes.
+
+struct Dims {
+    batch: u32,       // B
+    hidden: u32,      // H
+    dirs: u32,        // D
+    state0: u32,      // layer * D: index of this layer's first state in h0 / h_n
+    states_len: u32,  // L*D*B*H: offset of the c part in the state buffers
+    w_off: u32,       // offset of this layer's weight_hh (both directions) in params (backward)
+    split_off: u32,   // offset of the dR part of grad_gates (backward, cells with SPLIT)
+    _pad: u32,
+}
+
+struct Step {
+    t_fwd: u32,       // time index of the forward direction at this step
+    t_rev: u32,       // time index of the reverse direction (T - 1 - t_fwd)
+    first: u32,       // 1 at step 0: read h0
+    last: u32,        // 1 at step T - 1: write h_n
+}
+
+// Threads per workgroup, and columns of h_prev staged at a time. Set by the host
+// (src/gpu/kernels.rs, StepTunables), part of the pipeline's cache key.
+override WG: u32;
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<uniform> step: Step;                     // one per step, dynamic offset
+@group(0) @binding(2) var<storage, read> w_hh_t: array<f32>;       // [D, H, G*H] W_hh^T, then [D, G*H] unfolded b_hh
+@group(0) @binding(3) var<storage, read> proj: array<f32>;         // [T, B, D*G*H]
+@group(0) @binding(4) var<storage, read> states0: array<f32>;      // h0 [L*D, B, H], then c0
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [T, B, D*H]
+@group(0) @binding(6) var<storage, read_write> states_n: array<f32>; // h_n [L*D, B, H], then c_n
+@group(0) @binding(7) var<storage, read_write> saved: array<f32>;  // [T, B, D, S*H]
+
+// [WG][2]: rows 0-3, rows 4-7 in the lanes. Sized for WG <= 64 (StepTunables): naga 30 cannot
+// yet specialise a workgroup array sized by an override.
+var<workgroup> h_tile: array<vec4<f32>, 128>;
+
+// Where one (row, unit block) of a step sits.
+struct Site {
+    t: u32,           // time index of this step
+    tp: u32,          // time index of the previous step (unused when first)
+    d: u32,           // direction
+    bb: u32,          // batch row
+    first: bool,      // the direction's first step: the previous state is h0 (c0)
+    last: bool,       // the direction's last step: write h_n (c_n)
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let hid = dims.hidden;
+    let batch = dims.batch;
+    let dh = dims.dirs * hid;
+    let gh = GATES * hid;
+    let j = (wid.x * WG + lid.x) * 4u;
+    let b0 = wid.y * 8u;
+    let d = wid.z;
+    var t = step.t_fwd;
+    var tp = step.t_fwd - 1u;
+    if (d == 1u) {
+        t = step.t_rev;
+        tp = step.t_rev + 1u;
+    }
+    // rec[g * 8 + r]: gate block g, batch row b0 + r, units j..j+3 in the lanes.
+    var rec: array<vec4<f32>, 8 * GATES>;
+    for (var g = 0u; g < GATES; g++) {
+        var acc0 = vec4<f32>(0.0);
+        var acc1 = vec4<f32>(0.0);
+        var acc2 = vec4<f32>(0.0);
+        var acc3 = vec4<f32>(0.0);
+        var acc4 = vec4<f32>(0.0);
+        var acc5 = vec4<f32>(0.0);
+        var acc6 = vec4<f32>(0.0);
+        var acc7 = vec4<f32>(0.0);
+        let w_base = d * hid * gh + g * hid + j;
+        for (var k0 = 0u; k0 < hid; k0 += WG) {
+            let kk = k0 + lid.x;
+            var lo = vec4<f32>(0.0);
+            var hi = vec4<f32>(0.0);
+            if (kk < hid) {
+                for (var r = 0u; r < 8u; r++) {
+                    let bb = b0 + r;
+                    var v = 0.0;
+                    if (bb < batch) {
+                        if (step.first != 0u) {
+                            v = states0[((dims.state0 + d) * batch + bb) * hid + kk];
+                        } else {
+                            v = y[(tp * batch + bb) * dh + d * hid + kk];
+                        }
+                    }
+                    if (r < 4u) {
+                        lo[r] = v;
+                    } else {
+                        hi[r - 4u] = v;
+                    }
+                }
+            }
+            h_tile[2u * lid.x] = lo;
+            h_tile[2u * lid.x + 1u] = hi;
+            workgroupBarrier();
+            if (j < hid) {
+                let n = min(WG, hid - k0);
+                for (var q = 0u; q < n; q++) {
+                    let w_at = w_base + (k0 + q) * gh;
+                    let w = vec4<f32>(w_hh_t[w_at], w_hh_t[w_at + 1u], w_hh_t[w_at + 2u], w_hh_t[w_at + 3u]);
+                    let h_lo = h_tile[2u * q];
+                    let h_hi = h_tile[2u * q + 1u];
+                    acc0 = fma(vec4<f32>(h_lo.x), w, acc0);
+                    acc1 = fma(vec4<f32>(h_lo.y), w, acc1);
+                    acc2 = fma(vec4<f32>(h_lo.z), w, acc2);
+                    acc3 = fma(vec4<f32>(h_lo.w), w, acc3);
+                    acc4 = fma(vec4<f32>(h_hi.x), w, acc4);
+                    acc5 = fma(vec4<f32>(h_hi.y), w, acc5);
+                    acc6 = fma(vec4<f32>(h_hi.z), w, acc6);
+                    acc7 = fma(vec4<f32>(h_hi.w), w, acc7);
+                }
+            }
+            workgroupBarrier();
+        }
+        if (SPLIT) {
+            let at = dims.dirs * hid * gh + d * gh + g * hid + j;
+            let bias = vec4<f32>(w_hh_t[at], w_hh_t[at + 1u], w_hh_t[at + 2u], w_hh_t[at + 3u]);
+            acc0 += bias;
+            acc1 += bias;
+            acc2 += bias;
+            acc3 += bias;
+            acc4 += bias;
+            acc5 += bias;
+            acc6 += bias;
+            acc7 += bias;
+        }
+        rec[g * 8u] = acc0;
+        rec[g * 8u + 1u] = acc1;
+        rec[g * 8u + 2u] = acc2;
+        rec[g * 8u + 3u] = acc3;
+        rec[g * 8u + 4u] = acc4;
+        rec[g * 8u + 5u] = acc5;
+        rec[g * 8u + 6u] = acc6;
+        rec[g * 8u + 7u] = acc7;
+    }
+    let first = step.first != 0u;
+    let last = step.last != 0u;
+    for (var r = 0u; r < 8u; r++) {
+        let bb = b0 + r;
+        if (bb >= batch) {
+            break;
+        }
+        let s = Site(t, tp, d, bb, first, last);
+        for (var u = 0u; u < 4u; u++) {
+            let jj = j + u;
+            if (jj >= hid) {
+                break;
+            }
+            var unit: array<f32, GATES>;
+            for (var g = 0u; g < GATES; g++) {
+                unit[g] = rec[g * 8u + r][u];
+            }
+            cell_forward(s, jj, unit);
+        }
+    }
+}
+
+// Index of (s.t, s.bb, unit jj) of direction s.d in y: [T, B, D*H].
+fn y_at(s: Site, jj: u32) -> u32 {
+    return (s.t * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+}
+
+// Index of the previous step's (s.tp, s.bb, jj) in y (valid when !s.first).
+fn y_prev_at(s: Site, jj: u32) -> u32 {
+    return (s.tp * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+}
+
+// Index of gate block g, unit jj of (s.t, s.bb) in the projection: [T, B, D*G*H].
+fn proj_at(s: Site, g: u32, jj: u32) -> u32 {
+    let gh = GATES * dims.hidden;
+    return (s.t * dims.batch + s.bb) * dims.dirs * gh + s.d * gh + g * dims.hidden + jj;
+}
+
+// Index of unit jj of row s.bb's state in states0 / states_n: part 0 is h, part 1 is c.
+fn state_at(s: Site, part: u32, jj: u32) -> u32 {
+    return part * dims.states_len + ((dims.state0 + s.d) * dims.batch + s.bb) * dims.hidden + jj;
+}
+
+// Index of saved unit `slot` (< S), hidden unit jj, at time t of row s.bb: [T, B, D, S*H].
+fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
+    let sh = SAVED_UNITS * dims.hidden;
+    return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
+}
+
+// Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs). WGSL's max and
+// clamp may return either operand for NaN and a compiler may assume there is none, so NaN is
+// tested on the bits.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// tanh with PyTorch's values at the edges: tanh(+-inf) = +-1, tanh(NaN) = NaN. Clamped: some
+// drivers compute tanh as a ratio of exponentials that overflows to NaN; tanh(15) rounds to
+// 1.0 in f32 already.
+fn tanh_pt(v: f32) -> f32 {
+    return select(tanh(clamp(v, -15.0, 15.0)), v, is_nan(v));
+}
+
+// The logistic sigmoid, 1 / (1 + e^-v), NaN for NaN; e^-v overflows to inf for v < -88,
+// giving exactly 0 as PyTorch's float32 does.
+fn sigmoid_pt(v: f32) -> f32 {
+    return select(1.0 / (1.0 + exp(-v)), v, is_nan(v));
+}

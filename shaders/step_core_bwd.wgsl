@@ -1,0 +1,207 @@
+// The shared core of every cell's backward step kernel (the software-adapter core): one
+// reverse-time step of backpropagation through a layer, both directions in one dispatch.
+// Composed with a cell's epilogue (shaders/cells/*.wgsl) by src/gpu/kernels.rs.
+//
+// The core computes the gradient reaching h_t through the recurrence,
+//   dh_rec[b, j] = sum_k dR_next[b, k] * W_hh[d][k, j]   (k over all G*H gate rows),
+// where dR_next is the recurrent gate gradient of the step processed just before in reverse
+// time (t + 1 for the forward direction, t - 1 for the reverse one), or grad_h_n itself at the
+// first backward step (then W_hh is not applied: dh_T = grad_h_n directly), and hands each
+// (row, unit) to the epilogue, which adds the output's gradient and any carried term and
+// writes every gate's gradient.
+//
+// The composer puts the cell's constants GATES, SAVED_UNITS and SPLIT before it; the epilogue
+// provides `fn cell_backward(s: Site, jj: u32, dh_rec: f32)`. It writes dX (grad_gates at
+// gate_at) and, for cells that split them (SPLIT), dR (at gate_at + dims.split_off);
+// the carried terms (dc, GRU's direct dh) go in `carry`: [S_state, L*D, B, H], the layout of
+// the state gradients, so that after the last step the c part is grad c0.
+//
+// Blocking as the forward core: 4 units x 8 rows per thread, the rows' slice of dR_next
+// staged in workgroup memory WG columns at a time. It reads the step uniforms of the forward
+// pass: the backward step s uses the forward entry T-1-s, whose `last` flag marks the first
+// backward step.
+
+struct Dims {
+    batch: u32,
+    hidden: u32,
+    dirs: u32,
+    state0: u32,
+    states_len: u32,
+    w_off: u32,
+    split_off: u32,
+    _pad: u32,
+}
+
+struct Step {
+    t_fwd: u32,
+    t_rev: u32,
+    first: u32,
+    last: u32,
+}
+
+override WG: u32;
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<uniform> step: Step;                     // dynamic offset
+@group(0) @binding(2) var<storage, read> params: array<f32>;       // flat; W_hh [D, G*H, H] at w_off
+@group(0) @binding(3) var<storage, read> grad_y: array<f32>;       // [T, B, D*H]
+@group(0) @binding(4) var<storage, read> grad_states_n: array<f32>; // grad_h_n [L*D, B, H], then grad_c_n
+@group(0) @binding(5) var<storage, read> y: array<f32>;            // [T, B, D*H]
+@group(0) @binding(6) var<storage, read> saved: array<f32>;        // [T, B, D, S*H]
+@group(0) @binding(7) var<storage, read> states0: array<f32>;      // h0 [L*D, B, H], then c0
+@group(0) @binding(8) var<storage, read_write> grad_gates: array<f32>; // dX [T, B, D*G*H], then dR
+@group(0) @binding(9) var<storage, read_write> carry: array<f32>;  // [S_state, L*D, B, H]
+
+// [WG][2]: rows 0-3, rows 4-7 in the lanes; sized for WG <= 64, as in step_core.wgsl.
+var<workgroup> g_tile: array<vec4<f32>, 128>;
+
+// Where one (row, unit block) of a reverse step sits.
+struct Site {
+    t: u32,           // time index of this step
+    tp: u32,          // time index of the step before it in forward order (unused when first)
+    d: u32,           // direction
+    bb: u32,          // batch row
+    first: bool,      // the direction's first step in forward order: h_prev is h0 (c_prev c0)
+    last: bool,       // the direction's last step in forward order: the first one here
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let hid = dims.hidden;
+    let batch = dims.batch;
+    let gh = GATES * hid;
+    let dgh = dims.dirs * gh;
+    let j = (wid.x * WG + lid.x) * 4u;
+    let b0 = wid.y * 8u;
+    let d = wid.z;
+    var t = step.t_fwd;
+    var tn = step.t_fwd + 1u;
+    var tp = step.t_fwd - 1u;
+    if (d == 1u) {
+        t = step.t_rev;
+        tn = step.t_rev - 1u;
+        tp = step.t_rev + 1u;
+    }
+    // dR of the next step: the second half of grad_gates when the cell splits them.
+    var r_off = 0u;
+    if (SPLIT) {
+        r_off = dims.split_off;
+    }
+    // acc_r: the carried gradient of batch row b0 + r, units j..j+3 in the lanes.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0);
+    var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0);
+    var acc7 = vec4<f32>(0.0);
+    let first_bwd = step.last != 0u;
+    if (!first_bwd) {
+        let w_base = dims.w_off + d * gh * hid + j;
+        for (var k0 = 0u; k0 < gh; k0 += WG) {
+            let kk = k0 + lid.x;
+            var lo = vec4<f32>(0.0);
+            var hi = vec4<f32>(0.0);
+            if (kk < gh) {
+                for (var r = 0u; r < 8u; r++) {
+                    let bb = b0 + r;
+                    var v = 0.0;
+                    if (bb < batch) {
+                        v = grad_gates[r_off + (tn * batch + bb) * dgh + d * gh + kk];
+                    }
+                    if (r < 4u) {
+                        lo[r] = v;
+                    } else {
+                        hi[r - 4u] = v;
+                    }
+                }
+            }
+            g_tile[2u * lid.x] = lo;
+            g_tile[2u * lid.x + 1u] = hi;
+            workgroupBarrier();
+            if (j < hid) {
+                let n = min(WG, gh - k0);
+                for (var q = 0u; q < n; q++) {
+                    let w_at = w_base + (k0 + q) * hid;
+                    let w = vec4<f32>(params[w_at], params[w_at + 1u], params[w_at + 2u], params[w_at + 3u]);
+                    let g_lo = g_tile[2u * q];
+                    let g_hi = g_tile[2u * q + 1u];
+                    acc0 = fma(vec4<f32>(g_lo.x), w, acc0);
+                    acc1 = fma(vec4<f32>(g_lo.y), w, acc1);
+                    acc2 = fma(vec4<f32>(g_lo.z), w, acc2);
+                    acc3 = fma(vec4<f32>(g_lo.w), w, acc3);
+                    acc4 = fma(vec4<f32>(g_hi.x), w, acc4);
+                    acc5 = fma(vec4<f32>(g_hi.y), w, acc5);
+                    acc6 = fma(vec4<f32>(g_hi.z), w, acc6);
+                    acc7 = fma(vec4<f32>(g_hi.w), w, acc7);
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+    let s = Site(t, tp, d, b0, step.first != 0u, first_bwd);
+    finish(s, j, acc0);
+    finish(Site(t, tp, d, b0 + 1u, s.first, s.last), j, acc1);
+    finish(Site(t, tp, d, b0 + 2u, s.first, s.last), j, acc2);
+    finish(Site(t, tp, d, b0 + 3u, s.first, s.last), j, acc3);
+    finish(Site(t, tp, d, b0 + 4u, s.first, s.last), j, acc4);
+    finish(Site(t, tp, d, b0 + 5u, s.first, s.last), j, acc5);
+    finish(Site(t, tp, d, b0 + 6u, s.first, s.last), j, acc6);
+    finish(Site(t, tp, d, b0 + 7u, s.first, s.last), j, acc7);
+}
+
+// Units j .. j + 3 of row s.bb: the carried gradient (acc, or grad_h_n at the first backward
+// step) to the epilogue. One call per named accumulator: no indexing of a local array, which
+// some compilers (lavapipe's) turn into per-lane memory traffic.
+fn finish(s: Site, j: u32, acc: vec4<f32>) {
+    if (s.bb >= dims.batch) {
+        return;
+    }
+    for (var u = 0u; u < 4u; u++) {
+        let jj = j + u;
+        if (jj >= dims.hidden) {
+            return;
+        }
+        var dh_rec = acc[u];
+        if (s.last) {
+            dh_rec = grad_states_n[state_at(s, 0u, jj)];
+        }
+        cell_backward(s, jj, dh_rec);
+    }
+}
+
+// Index of (s.t, s.bb, unit jj) of direction s.d in y and grad_y: [T, B, D*H].
+fn y_at(s: Site, jj: u32) -> u32 {
+    return (s.t * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+}
+
+// Index of the previous step's (s.tp, s.bb, jj) in y (valid when !s.first).
+fn y_prev_at(s: Site, jj: u32) -> u32 {
+    return (s.tp * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+}
+
+// Index of gate block g, unit jj of (s.t, s.bb) in dX: [T, B, D*G*H] (dR follows at
+// dims.split_off).
+fn gate_at(s: Site, g: u32, jj: u32) -> u32 {
+    let gh = GATES * dims.hidden;
+    return (s.t * dims.batch + s.bb) * dims.dirs * gh + s.d * gh + g * dims.hidden + jj;
+}
+
+// Index of unit jj of row s.bb's state, part 0 (h) or 1 (c), in grad_states_n and carry.
+fn state_at(s: Site, part: u32, jj: u32) -> u32 {
+    return part * dims.states_len + ((dims.state0 + s.d) * dims.batch + s.bb) * dims.hidden + jj;
+}
+
+// Index of saved unit `slot`, hidden unit jj, at time t of row s.bb: [T, B, D, S*H].
+fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
+    let sh = SAVED_UNITS * dims.hidden;
+    return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
+}
+
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
