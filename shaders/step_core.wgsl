@@ -14,8 +14,9 @@
 // not fold into the projection: it follows W_hh in w_hh_t and is added here). The epilogue
 // provides:
 //   fn cell_forward(s: Site, jj: u32, rec: array<f32, GATES>)
-// and may use the bindings below, the helpers at the end and `s.first` / `s.last` (h_n, c_n
-// are written at the last step). It writes y (and whatever its cell saves) for unit jj.
+// and may use the bindings below, the helpers of shaders/step_common.wgsl and `s.first` /
+// `s.last` (h_n, c_n are written at the last step). It writes y (and whatever its cell saves)
+// for unit jj.
 //
 // Blocking: each thread computes 4 consecutive hidden units (j in the lanes of a vec4) for 8
 // batch rows; a workgroup of WG threads covers 4*WG units x 8 rows of one direction. The rows'
@@ -25,24 +26,6 @@
 // arithmetic, are what a software adapter (lavapipe runs each lane's load as a scalar) and a
 // real GPU pay for. W_hh is read transposed so that the 4 units of a thread, and neighbouring
 // threads, read neighbouring addresses; reads past H in a block only feed discarded lanes.
-
-struct Dims {
-    batch: u32,       // B
-    hidden: u32,      // H
-    dirs: u32,        // D
-    state0: u32,      // layer * D: index of this layer's first state in h0 / h_n
-    states_len: u32,  // L*D*B*H: offset of the c part in the state buffers
-    w_off: u32,       // offset of this layer's weight_hh (both directions) in params (backward)
-    split_off: u32,   // offset of the dR part of grad_gates (backward, cells with SPLIT)
-    _pad: u32,
-}
-
-struct Step {
-    t_fwd: u32,       // time index of the forward direction at this step
-    t_rev: u32,       // time index of the reverse direction (T - 1 - t_fwd)
-    first: u32,       // 1 at step 0: read h0
-    last: u32,        // 1 at step T - 1: write h_n
-}
 
 // Threads per workgroup, and columns of h_prev staged at a time. Set by the host
 // (src/gpu/kernels.rs, StepTunables), part of the pipeline's cache key.
@@ -60,16 +43,6 @@ override WG: u32;
 // [WG][2]: rows 0-3, rows 4-7 in the lanes. Sized for WG <= 64 (StepTunables): naga 30 cannot
 // yet specialise a workgroup array sized by an override.
 var<workgroup> h_tile: array<vec4<f32>, 128>;
-
-// Where one (row, unit block) of a step sits.
-struct Site {
-    t: u32,           // time index of this step
-    tp: u32,          // time index of the previous step (unused when first)
-    d: u32,           // direction
-    bb: u32,          // batch row
-    first: bool,      // the direction's first step: the previous state is h0 (c0)
-    last: bool,       // the direction's last step: write h_n (c_n)
-}
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
@@ -188,49 +161,7 @@ fn main(
     }
 }
 
-// Index of (s.t, s.bb, unit jj) of direction s.d in y: [T, B, D*H].
-fn y_at(s: Site, jj: u32) -> u32 {
-    return (s.t * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
-}
-
-// Index of the previous step's (s.tp, s.bb, jj) in y (valid when !s.first).
-fn y_prev_at(s: Site, jj: u32) -> u32 {
-    return (s.tp * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
-}
-
 // Index of gate block g, unit jj of (s.t, s.bb) in the projection: [T, B, D*G*H].
 fn proj_at(s: Site, g: u32, jj: u32) -> u32 {
-    let gh = GATES * dims.hidden;
-    return (s.t * dims.batch + s.bb) * dims.dirs * gh + s.d * gh + g * dims.hidden + jj;
-}
-
-// Index of unit jj of row s.bb's state in states0 / states_n: part 0 is h, part 1 is c.
-fn state_at(s: Site, part: u32, jj: u32) -> u32 {
-    return part * dims.states_len + ((dims.state0 + s.d) * dims.batch + s.bb) * dims.hidden + jj;
-}
-
-// Index of saved unit `slot` (< S), hidden unit jj, at time t of row s.bb: [T, B, D, S*H].
-fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
-    let sh = SAVED_UNITS * dims.hidden;
-    return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
-}
-
-// Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs). WGSL's max and
-// clamp may return either operand for NaN and a compiler may assume there is none, so NaN is
-// tested on the bits.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-// tanh with PyTorch's values at the edges: tanh(+-inf) = +-1, tanh(NaN) = NaN. Clamped: some
-// drivers compute tanh as a ratio of exponentials that overflows to NaN; tanh(15) rounds to
-// 1.0 in f32 already.
-fn tanh_pt(v: f32) -> f32 {
-    return select(tanh(clamp(v, -15.0, 15.0)), v, is_nan(v));
-}
-
-// The logistic sigmoid, 1 / (1 + e^-v), NaN for NaN; e^-v overflows to inf for v < -88,
-// giving exactly 0 as PyTorch's float32 does.
-fn sigmoid_pt(v: f32) -> f32 {
-    return select(1.0 / (1.0 + exp(-v)), v, is_nan(v));
+    return gate_at(s, g, jj);
 }

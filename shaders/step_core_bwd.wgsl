@@ -21,24 +21,6 @@
 // pass: the backward step s uses the forward entry T-1-s, whose `last` flag marks the first
 // backward step.
 
-struct Dims {
-    batch: u32,
-    hidden: u32,
-    dirs: u32,
-    state0: u32,
-    states_len: u32,
-    w_off: u32,
-    split_off: u32,
-    _pad: u32,
-}
-
-struct Step {
-    t_fwd: u32,
-    t_rev: u32,
-    first: u32,
-    last: u32,
-}
-
 override WG: u32;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -54,16 +36,6 @@ override WG: u32;
 
 // [WG][2]: rows 0-3, rows 4-7 in the lanes; sized for WG <= 64, as in step_core.wgsl.
 var<workgroup> g_tile: array<vec4<f32>, 128>;
-
-// Where one (row, unit block) of a reverse step sits.
-struct Site {
-    t: u32,           // time index of this step
-    tp: u32,          // time index of the step before it in forward order (unused when first)
-    d: u32,           // direction
-    bb: u32,          // batch row
-    first: bool,      // the direction's first step in forward order: h_prev is h0 (c_prev c0)
-    last: bool,       // the direction's last step in forward order: the first one here
-}
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
@@ -172,36 +144,4 @@ fn finish(s: Site, j: u32, acc: vec4<f32>) {
         }
         cell_backward(s, jj, dh_rec);
     }
-}
-
-// Index of (s.t, s.bb, unit jj) of direction s.d in y and grad_y: [T, B, D*H].
-fn y_at(s: Site, jj: u32) -> u32 {
-    return (s.t * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
-}
-
-// Index of the previous step's (s.tp, s.bb, jj) in y (valid when !s.first).
-fn y_prev_at(s: Site, jj: u32) -> u32 {
-    return (s.tp * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
-}
-
-// Index of gate block g, unit jj of (s.t, s.bb) in dX: [T, B, D*G*H] (dR follows at
-// dims.split_off).
-fn gate_at(s: Site, g: u32, jj: u32) -> u32 {
-    let gh = GATES * dims.hidden;
-    return (s.t * dims.batch + s.bb) * dims.dirs * gh + s.d * gh + g * dims.hidden + jj;
-}
-
-// Index of unit jj of row s.bb's state, part 0 (h) or 1 (c), in grad_states_n and carry.
-fn state_at(s: Site, part: u32, jj: u32) -> u32 {
-    return part * dims.states_len + ((dims.state0 + s.d) * dims.batch + s.bb) * dims.hidden + jj;
-}
-
-// Index of saved unit `slot`, hidden unit jj, at time t of row s.bb: [T, B, D, S*H].
-fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
-    let sh = SAVED_UNITS * dims.hidden;
-    return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
-}
-
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }

@@ -124,11 +124,13 @@ pub trait CellMath<T: Float>: CellSpec {
     );
 }
 
-/// The description of `cell`: the one place that maps a [`Cell`] to its type.
+/// The description of `cell`: with [`math`], the one place that maps a [`Cell`] to its type.
 pub fn spec(cell: Cell) -> &'static dyn CellSpec {
     match cell {
         Cell::RnnTanh => &ELMAN_TANH,
         Cell::RnnRelu => &ELMAN_RELU,
+        Cell::Lstm => &Lstm,
+        Cell::Gru => &Gru,
     }
 }
 
@@ -137,7 +139,14 @@ pub fn math<T: Float>(cell: Cell) -> &'static dyn CellMath<T> {
     match cell {
         Cell::RnnTanh => &ELMAN_TANH,
         Cell::RnnRelu => &ELMAN_RELU,
+        Cell::Lstm => &Lstm,
+        Cell::Gru => &Gru,
     }
+}
+
+/// The logistic sigmoid `1 / (1 + e^-v)`: NaN for NaN, exactly 0 where `e^-v` overflows.
+fn sigmoid<T: Float>(v: T) -> T {
+    T::one() / (T::one() + (-v).exp())
 }
 
 static ELMAN_TANH: Elman = Elman { relu: false };
@@ -246,5 +255,179 @@ impl<T: Float> CellMath<T> for Elman {
             *dx = self.activate_backward(y, g);
         }
         dh_direct.fill(T::zero());
+    }
+}
+
+/// PyTorch's `nn.LSTM` cell: gate blocks i, f, g, o (rows of `weight_ih`/`weight_hh` in that
+/// order), `i, f, o = σ(·)`, `g = tanh(·)` of `W_ih x + b_ih + W_hh h + b_hh`;
+/// `c' = f⊙c + i⊙g`, `h' = o⊙tanh(c')` (Hochreiter & Schmidhuber 1997, with the forget gate
+/// of Gers et al. 2000, as `torch.nn.LSTM` documents). Both biases fold; a step saves
+/// i, f, g, o and `c'` (5 units).
+#[derive(Debug, Clone, Copy)]
+pub struct Lstm;
+
+impl CellSpec for Lstm {
+    fn cell(&self) -> Cell {
+        Cell::Lstm
+    }
+    fn gates(&self) -> usize {
+        4
+    }
+    fn folds_hh_bias(&self, _gate: usize) -> bool {
+        true
+    }
+    fn has_cell_state(&self) -> bool {
+        true
+    }
+    fn saved_units(&self) -> usize {
+        5
+    }
+    fn carries_h_directly(&self) -> bool {
+        false
+    }
+    fn wgsl_epilogue(&self) -> &'static str {
+        crate::gpu::kernels::LSTM
+    }
+}
+
+impl<T: Float> CellMath<T> for Lstm {
+    fn forward(
+        &self,
+        x: &[T],
+        r: &[T],
+        _h_prev: &[T],
+        c_prev: &[T],
+        h: &mut [T],
+        c: &mut [T],
+        saved: &mut [T],
+    ) {
+        let n = h.len();
+        let (sv, c_saved) = saved.split_at_mut(4 * n);
+        for j in 0..n {
+            let a = |k: usize| x[k * n + j] + r[k * n + j];
+            let (i, f, g, o) = (sigmoid(a(0)), sigmoid(a(1)), a(2).tanh(), sigmoid(a(3)));
+            let cj = f * c_prev[j] + i * g;
+            c[j] = cj;
+            c_saved[j] = cj;
+            h[j] = o * cj.tanh();
+            for (k, v) in [i, f, g, o].into_iter().enumerate() {
+                sv[k * n + j] = v;
+            }
+        }
+    }
+
+    fn backward(
+        &self,
+        dh: &[T],
+        dc: &mut [T],
+        _h: &[T],
+        saved: &[T],
+        _h_prev: &[T],
+        c_prev: &[T],
+        dx: &mut [T],
+        _dr: &mut [T],
+        dh_direct: &mut [T],
+    ) {
+        let n = dh.len();
+        let one = T::one();
+        for j in 0..n {
+            let [i, f, g, o, c] = [0, 1, 2, 3, 4].map(|k| saved[k * n + j]);
+            let tc = c.tanh();
+            // ∂L/∂c_t: the carried part and the part through h_t = o·tanh(c_t).
+            let dct = dc[j] + dh[j] * o * (one - tc * tc);
+            dx[j] = dct * g * i * (one - i);
+            dx[n + j] = dct * c_prev[j] * f * (one - f);
+            dx[2 * n + j] = dct * i * (one - g * g);
+            dx[3 * n + j] = dh[j] * tc * o * (one - o);
+            dc[j] = dct * f;
+        }
+        dh_direct.fill(T::zero());
+    }
+}
+
+/// PyTorch's `nn.GRU` cell: gate blocks r, z, n; `r, z = σ(W_i x + b_i + W_h h + b_h)`,
+/// `n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))`, `h' = (1 - z)⊙n + z⊙h` (Cho et al. 2014,
+/// as `torch.nn.GRU` documents), computed as PyTorch does, `h' = n + z⊙(h - n)`. The reset
+/// gate multiplies the recurrent term with its bias, so `b_hn` does not fold, the gate
+/// gradients split, and `z⊙h` carries a direct gradient to the previous step. A step saves
+/// r, z, n and `W_hn h + b_hn` (4 units).
+#[derive(Debug, Clone, Copy)]
+pub struct Gru;
+
+impl CellSpec for Gru {
+    fn cell(&self) -> Cell {
+        Cell::Gru
+    }
+    fn gates(&self) -> usize {
+        3
+    }
+    fn folds_hh_bias(&self, gate: usize) -> bool {
+        gate != 2
+    }
+    fn has_cell_state(&self) -> bool {
+        false
+    }
+    fn saved_units(&self) -> usize {
+        4
+    }
+    fn carries_h_directly(&self) -> bool {
+        true
+    }
+    fn wgsl_epilogue(&self) -> &'static str {
+        crate::gpu::kernels::GRU
+    }
+}
+
+impl<T: Float> CellMath<T> for Gru {
+    fn forward(
+        &self,
+        x: &[T],
+        r: &[T],
+        h_prev: &[T],
+        _c_prev: &[T],
+        h: &mut [T],
+        _c: &mut [T],
+        saved: &mut [T],
+    ) {
+        let n = h.len();
+        for j in 0..n {
+            let rg = sigmoid(x[j] + r[j]);
+            let z = sigmoid(x[n + j] + r[n + j]);
+            let hn = r[2 * n + j];
+            let ng = (x[2 * n + j] + rg * hn).tanh();
+            h[j] = ng + z * (h_prev[j] - ng);
+            for (k, v) in [rg, z, ng, hn].into_iter().enumerate() {
+                saved[k * n + j] = v;
+            }
+        }
+    }
+
+    fn backward(
+        &self,
+        dh: &[T],
+        _dc: &mut [T],
+        _h: &[T],
+        saved: &[T],
+        h_prev: &[T],
+        _c_prev: &[T],
+        dx: &mut [T],
+        dr: &mut [T],
+        dh_direct: &mut [T],
+    ) {
+        let n = dh.len();
+        let one = T::one();
+        for j in 0..n {
+            let [rg, z, ng, hn] = [0, 1, 2, 3].map(|k| saved[k * n + j]);
+            let da_n = dh[j] * (one - z) * (one - ng * ng);
+            let da_r = da_n * hn * rg * (one - rg);
+            let da_z = dh[j] * (h_prev[j] - ng) * z * (one - z);
+            dx[j] = da_r;
+            dx[n + j] = da_z;
+            dx[2 * n + j] = da_n;
+            dr[j] = da_r;
+            dr[n + j] = da_z;
+            dr[2 * n + j] = da_n * rg;
+            dh_direct[j] = dh[j] * z;
+        }
     }
 }

@@ -2,11 +2,12 @@
 
 use crate::error::{Error, Result};
 
-/// The recurrent cell.
+/// The recurrent cell, with PyTorch's equations and gate order (DESIGN.md's table; what each
+/// cell is to the engine is in [`crate::cell`]).
 ///
 /// Elman cells compute `h' = act(W_ih x + b_ih + W_hh h + b_hh)` exactly as PyTorch's
-/// `nn.RNN(nonlinearity=...)`. Gated cells (LSTM, GRU) are planned and will be added as new
-/// variants, so matches on this enum need a wildcard arm.
+/// `nn.RNN(nonlinearity=...)`; [`Cell::Lstm`] is `nn.LSTM`, [`Cell::Gru`] is `nn.GRU`. More
+/// cells may be added, so matches on this enum need a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Cell {
@@ -14,13 +15,20 @@ pub enum Cell {
     RnnTanh,
     /// Elman cell with `relu`: `h' = max(0, W_ih x + b_ih + W_hh h + b_hh)`.
     RnnRelu,
+    /// PyTorch's `nn.LSTM`: gates i, f, g, o = σ, σ, tanh, σ(W_ih x + b_ih + W_hh h + b_hh);
+    /// `c' = f⊙c + i⊙g`, `h' = o⊙tanh(c')`.
+    Lstm,
+    /// PyTorch's `nn.GRU`: r, z = σ(W_i x + b_i + W_h h + b_h);
+    /// `n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))`, `h' = (1 - z)⊙n + z⊙h`.
+    Gru,
 }
 
 impl Cell {
     /// Every cell the engine has.
-    pub const ALL: [Cell; 2] = [Cell::RnnTanh, Cell::RnnRelu];
+    pub const ALL: [Cell; 4] = [Cell::RnnTanh, Cell::RnnRelu, Cell::Lstm, Cell::Gru];
 
-    /// Number of gates `G`: the weights hold `G·H` rows (1 for Elman cells).
+    /// Number of gate blocks `G`: the weights hold `G·H` rows (1 for Elman cells, 4 for LSTM,
+    /// 3 for GRU).
     pub fn gates(self) -> usize {
         self.spec().gates()
     }
@@ -35,12 +43,29 @@ impl Cell {
         crate::cell::math(self)
     }
 
-    /// PyTorch's `nonlinearity` string for Elman cells.
-    pub fn nonlinearity(self) -> &'static str {
+    /// PyTorch's `nonlinearity` string for Elman cells; `None` for gated cells.
+    pub fn nonlinearity(self) -> Option<&'static str> {
         match self {
-            Cell::RnnTanh => "tanh",
-            Cell::RnnRelu => "relu",
+            Cell::RnnTanh => Some("tanh"),
+            Cell::RnnRelu => Some("relu"),
+            Cell::Lstm | Cell::Gru => None,
         }
+    }
+
+    /// Parses a cell's name as [`Cell`]'s `Display` writes it: `rnn_tanh`, `rnn_relu`, `lstm`
+    /// or `gru`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for any other string, listing the names.
+    pub fn from_name(s: &str) -> Result<Self> {
+        Cell::ALL
+            .into_iter()
+            .find(|c| c.to_string() == s)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "cell: expected one of rnn_tanh, rnn_relu, lstm, gru; found {s:?}"
+                ))
+            })
     }
 
     /// Parses PyTorch's `nonlinearity` argument (`"tanh"` or `"relu"`).
@@ -63,6 +88,8 @@ impl std::fmt::Display for Cell {
         match self {
             Cell::RnnTanh => f.write_str("rnn_tanh"),
             Cell::RnnRelu => f.write_str("rnn_relu"),
+            Cell::Lstm => f.write_str("lstm"),
+            Cell::Gru => f.write_str("gru"),
         }
     }
 }

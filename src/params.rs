@@ -198,10 +198,9 @@ impl<T: Float> RnnParams<T> {
                 file.tensors.insert(n_bhh, bh.cast());
             }
         }
-        file.metadata.insert(
-            "nonlinearity".into(),
-            self.config.cell.nonlinearity().into(),
-        );
+        if let Some(n) = self.config.cell.nonlinearity() {
+            file.metadata.insert("nonlinearity".into(), n.into());
+        }
         file
     }
 
@@ -227,14 +226,15 @@ impl RnnParams<f32> {
     }
 
     /// Builds parameters from named tensors. The cell, sizes, layers, direction and bias are
-    /// inferred from the names and shapes (`weight_ih_l{k}[_reverse]`, ...); the Elman
-    /// nonlinearity from metadata `nonlinearity` (`tanh` when absent).
+    /// inferred from the names and shapes (`weight_ih_l{k}[_reverse]`, ...): with
+    /// `weight_hh_l0` `[G·H, H]`, G = 1 is Elman, 4 LSTM, 3 GRU; the Elman nonlinearity comes
+    /// from metadata `nonlinearity` (`tanh` when absent).
     ///
     /// # Errors
     /// [`Error::UnknownTensor`] for a name that is not an Elman parameter,
     /// [`Error::MissingTensor`] for a gap (a missing layer, bias or direction),
     /// [`Error::Shape`] for a shape that disagrees with the others,
-    /// [`Error::Config`] for gated (LSTM/GRU) weights or a bad `nonlinearity`.
+    /// [`Error::Config`] for a bad `nonlinearity` or weights that disagree on the gate count.
     pub fn from_tensor_file(mut file: TensorFile, source: &str) -> Result<Self> {
         const EXPECTED: &str = "weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>, bias_hh_l<k>, \
                                 each optionally with _reverse";
@@ -308,13 +308,8 @@ impl RnnParams<f32> {
                     .map(String::as_str)
                     .unwrap_or("tanh"),
             )?,
-            g @ (3 | 4) => {
-                return Err(Error::Config(format!(
-                    "weight_hh_l0 has {g}·H rows ({}): gated cells (LSTM/GRU) are not supported \
-                     yet; this build runs Elman nn.RNN models",
-                    if g == 4 { "LSTM" } else { "GRU" }
-                )));
-            }
+            4 => Cell::Lstm,
+            3 => Cell::Gru,
             _ => {
                 return Err(Error::shape(
                     "weight_hh_l0",
@@ -323,6 +318,16 @@ impl RnnParams<f32> {
                 ));
             }
         };
+        // Every tensor must agree on the gate count G: weight_ih_l0's rows against
+        // weight_hh_l0's (the others are checked against the config below).
+        if wih0.shape()[0] != rows {
+            return Err(Error::Config(format!(
+                "weight_ih_l0 has {} rows but weight_hh_l0 has {rows} = {}·{hidden_size} \
+                 ({cell}): the two disagree on the gate count",
+                wih0.shape()[0],
+                rows / hidden_size,
+            )));
+        }
         let config = RnnConfig {
             cell,
             input_size: wih0.shape()[1],

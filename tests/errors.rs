@@ -320,29 +320,36 @@ fn file_with_huge_layer_number() {
     assert_msg(&err, &[&name]);
 }
 
+/// Gated weights load as the cell their gate count names; weights that disagree on the gate
+/// count are an error naming both tensors.
 #[test]
 fn file_with_gated_weights() {
     let (i, h) = (4, 3);
-    for (gates, cell) in [(4, "LSTM"), (3, "GRU")] {
-        let mut file = TensorFile::default();
-        file.tensors
-            .insert("weight_ih_l0".into(), Tensor::zeros(&[gates * h, i]));
-        file.tensors
-            .insert("weight_hh_l0".into(), Tensor::zeros(&[gates * h, h]));
-        file.tensors
-            .insert("bias_ih_l0".into(), Tensor::zeros(&[gates * h]));
-        file.tensors
-            .insert("bias_hh_l0".into(), Tensor::zeros(&[gates * h]));
-        let (_tmp, result) = load_file(&file, "gated.safetensors");
+    for (gates, cell) in [(4, Cell::Lstm), (3, Cell::Gru)] {
+        let file = |ih_gates: usize| {
+            let mut file = TensorFile::default();
+            let t = &mut file.tensors;
+            t.insert("weight_ih_l0".into(), Tensor::zeros(&[ih_gates * h, i]));
+            t.insert("weight_hh_l0".into(), Tensor::zeros(&[gates * h, h]));
+            t.insert("bias_ih_l0".into(), Tensor::zeros(&[gates * h]));
+            t.insert("bias_hh_l0".into(), Tensor::zeros(&[gates * h]));
+            file
+        };
+        let (_tmp, result) = load_file(&file(gates), "gated.safetensors");
+        let p = result.unwrap();
+        assert_eq!(p.config().cell, cell);
+        assert_eq!((p.config().input_size, p.config().hidden_size), (i, h));
+        let other = if gates == 4 { 3 } else { 4 };
+        let (_tmp, result) = load_file(&file(other), "mixed.safetensors");
         let err = result.unwrap_err();
         assert!(matches!(&err, Error::Config(_)), "{cell}: {err:?}");
         assert_msg(
             &err,
             &[
+                "weight_ih_l0",
                 "weight_hh_l0",
-                &format!("{gates}·H rows"),
-                cell,
-                "not supported",
+                "gate count",
+                &cell.to_string(),
             ],
         );
     }
@@ -731,6 +738,11 @@ fn save_load_round_trip() {
             .bidirectional(true),
         RnnConfig::new(Cell::RnnTanh, 5, 2).layers(3).bias(false),
         RnnConfig::new(Cell::RnnTanh, 1, 1),
+        RnnConfig::new(Cell::Lstm, 3, 5)
+            .layers(2)
+            .bidirectional(true),
+        RnnConfig::new(Cell::Gru, 2, 4).bias(false),
+        RnnConfig::new(Cell::Gru, 6, 1).layers(2),
     ]
     .into_iter()
     .enumerate()
@@ -743,7 +755,7 @@ fn save_load_round_trip() {
         let file = TensorFile::read(tmp.path()).unwrap();
         assert_eq!(
             file.metadata.get("nonlinearity").map(String::as_str),
-            Some(cfg.cell.nonlinearity()),
+            cfg.cell.nonlinearity(),
             "{cfg:?}"
         );
         let n = cfg.num_layers * cfg.directions() * if cfg.bias { 4 } else { 2 };

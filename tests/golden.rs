@@ -4,12 +4,17 @@ mod common;
 
 use std::path::PathBuf;
 
-use wgpu_rnn::{Device, Rnn, RnnParams, TensorFile};
+use wgpu_rnn::{Device, Rnn, RnnParams, State, TensorFile};
 
-use common::{ELMAN, golden};
+use common::{ELMAN, GATED, golden};
+
+/// Every golden case without projections or lengths: Elman, LSTM and GRU.
+fn cases() -> impl Iterator<Item = &'static str> {
+    ELMAN.into_iter().chain(GATED)
+}
 
 fn check_forward(device: &Device) {
-    for name in ELMAN {
+    for name in cases() {
         let params = RnnParams::load(golden(name, "model")).unwrap();
         let case = TensorFile::read(golden(name, "case")).unwrap();
         let t = |n: &str| {
@@ -18,10 +23,21 @@ fn check_forward(device: &Device) {
                 .unwrap_or_else(|| panic!("{name}: no {n}"))
         };
         let mut rnn = Rnn::new(params, device).unwrap();
-        let out = rnn.forward(t("input"), case.tensors.get("h0")).unwrap();
+        let state = State {
+            h: case.tensors.get("h0"),
+            c: case.tensors.get("c0"),
+        };
+        let out = rnn.forward(t("input"), state).unwrap();
         let what = format!("{name} on {}", device.describe());
         common::assert_close(&format!("{what}: output"), &out.output, t("output"), 2e-5);
         common::assert_close(&format!("{what}: h_n"), &out.h_n, t("h_n"), 2e-5);
+        match (&out.c_n, case.tensors.get("c_n")) {
+            (Some(got), Some(want)) => {
+                common::assert_close(&format!("{what}: c_n"), got, want, 2e-5)
+            }
+            (None, None) => {}
+            (got, want) => panic!("{what}: c_n {got:?}, expected {want:?}"),
+        }
     }
 }
 
@@ -41,7 +57,7 @@ fn golden_models_infer_their_config() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/index.json"),
     )
     .unwrap();
-    for name in ELMAN {
+    for name in cases() {
         let p = RnnParams::load(golden(name, "model")).unwrap();
         let c = p.config();
         // index.json is flat, one object per case; find this case's block.
@@ -60,13 +76,18 @@ fn golden_models_infer_their_config() {
             "{name}"
         );
         assert_eq!(c.bias.to_string(), field("bias"), "{name}");
-        assert_eq!(c.cell.nonlinearity(), field("nonlinearity"), "{name}");
+        let cell = match field("mode").as_str() {
+            "RNN" => format!("rnn_{}", field("nonlinearity")),
+            mode => mode.to_lowercase(),
+        };
+        assert_eq!(c.cell.to_string(), cell, "{name}");
     }
 }
 
-/// The backward contract: gradients of `Σ output·grad_output + Σ h_n·grad_h_n`.
+/// The backward contract: gradients of
+/// `Σ output·grad_output + Σ h_n·grad_h_n (+ Σ c_n·grad_c_n)`.
 fn check_backward(device: &Device) {
-    for name in ELMAN {
+    for name in cases() {
         let params = RnnParams::load(golden(name, "model")).unwrap();
         let names = params.to_tensor_file();
         let case = TensorFile::read(golden(name, "case")).unwrap();
@@ -76,10 +97,16 @@ fn check_backward(device: &Device) {
                 .unwrap_or_else(|| panic!("{name}: no {n}"))
         };
         let mut rnn = Rnn::new(params, device).unwrap();
-        let out = rnn.forward(t("input"), case.tensors.get("h0")).unwrap();
-        let g = rnn
-            .backward(t("grad_output"), case.tensors.get("grad_h_n"))
-            .unwrap();
+        let state = State {
+            h: case.tensors.get("h0"),
+            c: case.tensors.get("c0"),
+        };
+        let out = rnn.forward(t("input"), state).unwrap();
+        let grad_state = State {
+            h: case.tensors.get("grad_h_n"),
+            c: case.tensors.get("grad_c_n"),
+        };
+        let g = rnn.backward(t("grad_output"), grad_state).unwrap();
         let what = format!("{name} on {}", device.describe());
         common::assert_close(&format!("{what}: output"), &out.output, t("output"), 2e-5);
         common::assert_close(
@@ -89,6 +116,13 @@ fn check_backward(device: &Device) {
             2e-4,
         );
         common::assert_close(&format!("{what}: grad.h0"), &g.h0, t("grad.h0"), 2e-4);
+        match (&g.c0, case.tensors.get("grad.c0")) {
+            (Some(got), Some(want)) => {
+                common::assert_close(&format!("{what}: grad.c0"), got, want, 2e-4)
+            }
+            (None, None) => {}
+            (got, want) => panic!("{what}: grad.c0 {got:?}, expected {want:?}"),
+        }
         let gp = g.params.to_tensor_file();
         for pname in names.tensors.keys() {
             common::assert_close(

@@ -12,10 +12,17 @@ pub const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
 /// `shaders/step_core.wgsl`: the shared core of the forward step kernels (the recurrent
 /// product over `G` gate blocks, both directions), composed with a cell's epilogue.
 pub const STEP_CORE: &str = include_str!("../../shaders/step_core.wgsl");
+/// `shaders/step_common.wgsl`: what both step cores share (uniform layouts, index helpers,
+/// nonlinearities).
+pub const STEP_COMMON: &str = include_str!("../../shaders/step_common.wgsl");
 /// `shaders/step_core_bwd.wgsl`: the shared core of the backward step kernels.
 pub const STEP_CORE_BWD: &str = include_str!("../../shaders/step_core_bwd.wgsl");
 /// `shaders/cells/elman.wgsl`: the Elman cell's epilogue (tanh or relu by an override).
 pub const ELMAN: &str = include_str!("../../shaders/cells/elman.wgsl");
+/// `shaders/cells/lstm.wgsl`: the LSTM cell's epilogue.
+pub const LSTM: &str = include_str!("../../shaders/cells/lstm.wgsl");
+/// `shaders/cells/gru.wgsl`: the GRU cell's epilogue.
+pub const GRU: &str = include_str!("../../shaders/cells/gru.wgsl");
 
 /// `shaders/prepare.wgsl`: derived weights (transposed `W_hh`, folded bias).
 pub const PREPARE: &str = include_str!("../../shaders/prepare.wgsl");
@@ -381,15 +388,15 @@ pub fn validate_wgsl(source: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A step kernel's source: the cell's constants, then `core`, then the cell's epilogue (its
-/// common part and its forward or backward part).
+/// A step kernel's source: the cell's constants, `shaders/step_common.wgsl`, then `core`,
+/// then the cell's epilogue (its common part and its forward or backward part).
 fn compose_step(cell: Cell, core: &str, backward: bool) -> String {
     let spec = cell.spec();
     let [common, forward, backward_part] = epilogue_parts(spec.wgsl_epilogue());
     format!(
         "// {cell}: constants from src/cell.rs, then the core, then the cell's epilogue.\n\
          const GATES: u32 = {}u;\nconst SAVED_UNITS: u32 = {}u;\nconst SPLIT: bool = {};\n\n\
-         {core}\n{common}{}",
+         {STEP_COMMON}\n{core}\n{common}{}",
         spec.gates(),
         spec.saved_units(),
         spec.splits_gate_gradients(),

@@ -81,10 +81,11 @@ impl Checkpoint {
         }
         m.insert("format".into(), FORMAT.into());
         m.insert("step".into(), st.step.to_string());
-        m.insert(
-            "nonlinearity".into(),
-            st.model.config().cell.nonlinearity().into(),
-        );
+        // The cell itself follows from the weights' shapes; an Elman cell's nonlinearity
+        // does not.
+        if let Some(n) = st.model.config().cell.nonlinearity() {
+            m.insert("nonlinearity".into(), n.into());
+        }
         let (task, outputs) = match st.model.task {
             Task::Tokens { vocab } => ("tokens", vocab),
             Task::Regression { outputs } => ("regression", outputs),
@@ -154,9 +155,9 @@ impl Checkpoint {
             let t = file.tensors.remove(&name).expect("listed");
             rnn_file.tensors.insert(name["rnn.".len()..].to_string(), t);
         }
-        rnn_file
-            .metadata
-            .insert("nonlinearity".into(), get("nonlinearity")?.into());
+        if let Ok(n) = get("nonlinearity") {
+            rnn_file.metadata.insert("nonlinearity".into(), n.into());
+        }
         let rnn = RnnParams::from_tensor_file(rnn_file, &src)?;
         let outputs = num("outputs")? as usize;
         let task = match get("task")? {

@@ -118,6 +118,10 @@ pub const ELMAN: [&str; 5] = [
     "rnn_tanh_wide",
 ];
 
+/// The golden cases of the gated cells (LSTM and GRU) without projections or lengths.
+#[allow(dead_code)]
+pub const GATED: [&str; 4] = ["lstm_1l", "lstm_2l_bidir", "gru_1l", "gru_2l_bidir"];
+
 /// `tests/golden/{name}.{kind}.safetensors`, `kind` being `model` or `case`.
 pub fn golden(name: &str, kind: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,82 @@
+// What both step cores share (src/gpu/kernels.rs, compose_step, puts it after the cell's
+// constants and before the core): the uniforms' layout, where a (row, unit) of a step sits,
+// index helpers and the nonlinearities with PyTorch's values at the edges.
+
+struct Dims {
+    batch: u32,       // B
+    hidden: u32,      // H
+    dirs: u32,        // D
+    state0: u32,      // layer * D: index of this layer's first state in the state buffers
+    states_len: u32,  // L*D*B*H: offset of the c part in the state buffers
+    w_off: u32,       // offset of this layer's weight_hh (both directions) in params (backward)
+    split_off: u32,   // offset of the dR part of grad_gates (backward, cells with SPLIT)
+    _pad: u32,
+}
+
+struct Step {
+    t_fwd: u32,       // time index of the forward direction at this step
+    t_rev: u32,       // time index of the reverse direction (T - 1 - t_fwd)
+    first: u32,       // 1 at step 0: read h0
+    last: u32,        // 1 at step T - 1: write h_n
+}
+
+// Where one (row, unit block) of a step sits.
+struct Site {
+    t: u32,           // time index of this step
+    tp: u32,          // time index of the step before it in forward order (unused when first)
+    d: u32,           // direction
+    bb: u32,          // batch row
+    first: bool,      // the direction's first step in forward order: the previous state is h0 (c0)
+    last: bool,       // the direction's last step in forward order: h_n (c_n) are written there,
+                      // and the backward pass starts there
+}
+
+// Index of (s.t, s.bb, unit jj) of direction s.d in y (and grad_y): [T, B, D*H].
+fn y_at(s: Site, jj: u32) -> u32 {
+    return (s.t * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+}
+
+// Index of the previous step's (s.tp, s.bb, jj) in y (valid when !s.first).
+fn y_prev_at(s: Site, jj: u32) -> u32 {
+    return (s.tp * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+}
+
+// Index of gate block g, unit jj of (s.t, s.bb) in a [T, B, D*G*H] tensor (the projection
+// forward, dX backward; dR follows dX at dims.split_off).
+fn gate_at(s: Site, g: u32, jj: u32) -> u32 {
+    let gh = GATES * dims.hidden;
+    return (s.t * dims.batch + s.bb) * dims.dirs * gh + s.d * gh + g * dims.hidden + jj;
+}
+
+// Index of unit jj of row s.bb's state, part 0 (h) or 1 (c), in the state buffers (h0/c0,
+// h_n/c_n, their gradients and the backward carry).
+fn state_at(s: Site, part: u32, jj: u32) -> u32 {
+    return part * dims.states_len + ((dims.state0 + s.d) * dims.batch + s.bb) * dims.hidden + jj;
+}
+
+// Index of saved unit `slot` (< SAVED_UNITS), hidden unit jj, at time t of row s.bb:
+// [T, B, D, S*H].
+fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
+    let sh = SAVED_UNITS * dims.hidden;
+    return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
+}
+
+// Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs). WGSL's max and
+// clamp may return either operand for NaN and a compiler may assume there is none, so NaN is
+// tested on the bits.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// tanh with PyTorch's values at the edges: tanh(+-inf) = +-1, tanh(NaN) = NaN. Clamped: some
+// drivers compute tanh as a ratio of exponentials that overflows to NaN; tanh(15) rounds to
+// 1.0 in f32 already.
+fn tanh_pt(v: f32) -> f32 {
+    return select(tanh(clamp(v, -15.0, 15.0)), v, is_nan(v));
+}
+
+// The logistic sigmoid, 1 / (1 + e^-v), NaN for NaN; e^-v overflows to inf for v < -88,
+// giving exactly 0 as PyTorch's float32 does.
+fn sigmoid_pt(v: f32) -> f32 {
+    return select(1.0 / (1.0 + exp(-v)), v, is_nan(v));
+}
