@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use common::{TempPath, assert_msg};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
-use wgpu_rnn::{Cell, Device, Error, Rnn, RnnConfig, RnnParams, Tensor, TensorFile};
+use wgpu_rnn::{Cell, Device, Error, Rnn, RnnConfig, RnnParams, State, Tensor, TensorFile};
 
 /// Two layers, bidirectional: `I = 4`, `H = 3`, so `h0` is `[4, B, 3]`.
 fn config() -> RnnConfig {
@@ -1010,4 +1010,65 @@ fn a_misspelt_backend_is_named() {
     };
     let err = wgpu_rnn::gpu::GpuContext::new(&opts).unwrap_err();
     assert_msg(&err, &["backend", "vulkn"]);
+}
+
+/// `c0` (and `grad_c_n`) for a cell without a cell state, or of the wrong shape, is an error
+/// naming it, on both devices.
+#[test]
+fn cell_state_errors_name_the_tensor() {
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let x = Tensor::zeros(&[3, 2, 4]);
+        let good = Tensor::zeros(&[1, 2, 5]);
+        let bad = Tensor::zeros(&[1, 3, 5]);
+        let cfg = RnnConfig::new(Cell::Gru, 4, 5);
+        let mut rnn = Rnn::new(RnnParams::random(cfg, 1), &device).unwrap();
+        let err = rnn
+            .forward(
+                &x,
+                State {
+                    h: None,
+                    c: Some(&good),
+                },
+            )
+            .unwrap_err();
+        assert_msg(&err, &["c0", "gru", "no cell state"]);
+        let cfg = RnnConfig::new(Cell::Lstm, 4, 5);
+        let mut rnn = Rnn::new(RnnParams::random(cfg, 1), &device).unwrap();
+        let err = rnn
+            .forward(
+                &x,
+                State {
+                    h: Some(&good),
+                    c: Some(&bad),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { name, .. } if name == "c0"),
+            "{err:?}"
+        );
+        let out = rnn
+            .forward(
+                &x,
+                State {
+                    h: Some(&good),
+                    c: Some(&good),
+                },
+            )
+            .unwrap();
+        assert_eq!(out.c_n.as_ref().map(Tensor::shape), Some(&[1, 2, 5][..]));
+        let err = rnn
+            .backward(
+                &Tensor::zeros(&[3, 2, 5]),
+                State {
+                    h: None,
+                    c: Some(&bad),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Shape { name, .. } if name == "grad_c_n"),
+            "{err:?}"
+        );
+    }
 }

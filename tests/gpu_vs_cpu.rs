@@ -1,4 +1,6 @@
-//! The GPU forward pass against the CPU reference in f64, on seeded random models and inputs.
+//! The GPU forward pass against the CPU reference in f64, on seeded random models and inputs,
+//! for every cell (the size sweeps cycle through them; LSTM runs with a `c0` whenever `h0` is
+//! given, and `c_n` is checked too).
 //!
 //! Tolerance: relative normwise error 1e-4 (`common::assert_close`) on both `output` and
 //! `h_n`, for f32 GPU arithmetic against f64 CPU arithmetic. Weights use PyTorch's default
@@ -7,7 +9,7 @@
 
 mod common;
 
-use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, Tensor, cpu};
+use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, State, Tensor, cpu};
 
 const TOL: f64 = 1e-4;
 
@@ -34,19 +36,48 @@ fn inputs(
 }
 
 /// Runs `rnn` (on the GPU) and checks it against the f64 CPU forward of the same parameters.
+/// A cell with a cell state gets `c0 = -h0 / 2` whenever `h0` is given.
 #[track_caller]
 fn check(rnn: &mut Rnn, x: &Tensor, h0: Option<&Tensor>, what: &str) {
+    let cfg = *rnn.params().config();
+    let c0 = h0
+        .filter(|_| cfg.cell.spec().has_cell_state())
+        .map(|h| {
+            Tensor::new(
+                h.shape().to_vec(),
+                h.data().iter().map(|v| -0.5 * v).collect(),
+            )
+        })
+        .transpose()
+        .unwrap();
+    let state = State {
+        h: h0,
+        c: c0.as_ref(),
+    };
     let got = rnn
-        .forward(x, h0)
+        .forward(x, state)
         .unwrap_or_else(|e| panic!("{what}: gpu forward failed: {e}"));
-    let want = cpu::forward(
-        &rnn.params().cast::<f64>(),
-        &x.cast::<f64>(),
-        h0.map(Tensor::cast::<f64>).as_ref(),
-    )
-    .unwrap();
+    let (h0, c0) = (
+        h0.map(Tensor::cast::<f64>),
+        c0.as_ref().map(Tensor::cast::<f64>),
+    );
+    let state = State {
+        h: h0.as_ref(),
+        c: c0.as_ref(),
+    };
+    let want = cpu::forward(&rnn.params().cast::<f64>(), &x.cast::<f64>(), state).unwrap();
     common::assert_close(&format!("{what}: output"), &got.output, &want.output, TOL);
     common::assert_close(&format!("{what}: h_n"), &got.h_n, &want.h_n, TOL);
+    match (&got.c_n, &want.c_n) {
+        (Some(g), Some(w)) => common::assert_close(&format!("{what}: c_n"), g, w, TOL),
+        (None, None) => {}
+        (g, w) => panic!("{what}: c_n {g:?}, expected {w:?}"),
+    }
+}
+
+/// The `i`-th cell, so that each size sweep runs every cell.
+fn cell(i: usize) -> Cell {
+    Cell::ALL[i % Cell::ALL.len()]
 }
 
 /// A fresh GPU model for `cfg`, then one checked forward of shape `(t, b)`.
@@ -67,6 +98,7 @@ fn hidden_sizes() {
     for (i, &h) in SIZES.iter().enumerate() {
         let cfg = RnnConfig {
             hidden_size: h,
+            cell: cell(i),
             ..base()
         };
         check_config(cfg, 4, 3, i % 2 == 0, 100 + i as u64);
@@ -86,6 +118,7 @@ fn input_sizes() {
     for (i, &n) in SIZES.iter().enumerate() {
         let cfg = RnnConfig {
             input_size: n,
+            cell: cell(i + 1),
             ..base()
         };
         check_config(cfg, 4, 3, i % 2 == 1, 200 + i as u64);
@@ -95,7 +128,11 @@ fn input_sizes() {
 #[test]
 fn batch_sizes() {
     for (i, &b) in SIZES.iter().enumerate() {
-        let cfg = base().bidirectional(i % 2 == 0);
+        let cfg = RnnConfig {
+            cell: cell(i + 2),
+            ..base()
+        }
+        .bidirectional(i % 2 == 0);
         check_config(cfg, 4, b, i % 3 == 0, 300 + i as u64);
     }
 }
@@ -137,6 +174,11 @@ fn long_sequences() {
         true,
         503,
     );
+    for (i, cell) in [Cell::Lstm, Cell::Gru].into_iter().enumerate() {
+        check_config(RnnConfig::new(cell, 4, 16), 300, 2, true, 505 + i as u64);
+        let cfg = RnnConfig::new(cell, 3, 65).layers(2).bidirectional(true);
+        check_config(cfg, 257, 3, i == 0, 507 + i as u64);
+    }
     // Wider than one step workgroup (65 units) with a batch that is not a multiple of 4.
     check_config(
         RnnConfig::new(Cell::RnnRelu, 7, 65)
@@ -158,7 +200,7 @@ fn all_config_combinations() {
     for num_layers in 1..=3 {
         for bidirectional in [false, true] {
             for bias in [false, true] {
-                for cell in [Cell::RnnTanh, Cell::RnnRelu] {
+                for cell in Cell::ALL {
                     seed += 1;
                     let cfg = RnnConfig {
                         cell,

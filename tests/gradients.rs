@@ -1,4 +1,4 @@
-//! Gradients of `L = Σ output·grad_output + Σ h_n·grad_h_n`:
+//! Gradients of `L = Σ output·grad_output + Σ h_n·grad_h_n (+ Σ c_n·grad_c_n)`, for every cell:
 //!
 //! 1. the CPU's BPTT in f64 against central finite differences, for every configuration;
 //! 2. the GPU's (f32) against the CPU's (f64) on seeded random models over awkward sizes;
@@ -16,7 +16,7 @@
 mod common;
 
 use wgpu_rnn::cpu::{self, ForwardOutput, Gradients};
-use wgpu_rnn::{Cell, Device, Error, Rnn, RnnConfig, RnnParams, Tensor};
+use wgpu_rnn::{Cell, Device, Error, Rnn, RnnConfig, RnnParams, State, Tensor};
 
 /// Finite-difference step (f64).
 const EPS: f64 = 1e-6;
@@ -35,8 +35,12 @@ struct Problem {
     params: RnnParams<f64>,
     x: Tensor<f64>,
     h0: Option<Tensor<f64>>,
+    /// For cells with a cell state, whenever `h0` is given.
+    c0: Option<Tensor<f64>>,
     grad_output: Tensor<f64>,
     grad_h_n: Option<Tensor<f64>>,
+    /// For cells with a cell state, whenever `grad_h_n` is given.
+    grad_c_n: Option<Tensor<f64>>,
 }
 
 /// A tensor the loss depends on.
@@ -44,6 +48,7 @@ struct Problem {
 enum Target {
     Input,
     H0,
+    C0,
     /// Layer-direction `ld`, tensor `0..4` = `w_ih`, `w_hh`, `b_ih`, `b_hh`.
     Param(usize, usize),
 }
@@ -63,30 +68,51 @@ impl Problem {
         seed: u64,
     ) -> Self {
         let states = [cfg.num_layers * cfg.directions(), b, cfg.hidden_size];
+        let c = cfg.cell.spec().has_cell_state();
         Problem {
             params: RnnParams::random(cfg, seed),
             x: common::random(&[t, b, cfg.input_size], 1.0, seed + 1),
             h0: with_h0.then(|| common::random(&states, 1.0, seed + 2)),
+            c0: (with_h0 && c).then(|| common::random(&states, 1.0, seed + 5)),
             grad_output: common::random(&[t, b, cfg.output_size()], 1.0, seed + 3),
             grad_h_n: with_grad_h_n.then(|| common::random(&states, 1.0, seed + 4)),
+            grad_c_n: (with_grad_h_n && c).then(|| common::random(&states, 1.0, seed + 6)),
+        }
+    }
+
+    fn state(&self) -> State<'_, f64> {
+        State {
+            h: self.h0.as_ref(),
+            c: self.c0.as_ref(),
+        }
+    }
+
+    fn grad_state(&self) -> State<'_, f64> {
+        State {
+            h: self.grad_h_n.as_ref(),
+            c: self.grad_c_n.as_ref(),
         }
     }
 
     fn loss(&self) -> f64 {
-        let out = cpu::forward(&self.params, &self.x, self.h0.as_ref()).unwrap();
+        let out = cpu::forward(&self.params, &self.x, self.state()).unwrap();
         dot(&out.output, &self.grad_output)
             + self.grad_h_n.as_ref().map_or(0.0, |g| dot(&out.h_n, g))
+            + self
+                .grad_c_n
+                .as_ref()
+                .map_or(0.0, |g| dot(out.c_n.as_ref().expect("c_n"), g))
     }
 
     fn analytic(&self) -> Gradients<f64> {
-        let (_, ys) = cpu::forward_trace(&self.params, &self.x, self.h0.as_ref()).unwrap();
+        let (_, trace) = cpu::forward_trace(&self.params, &self.x, self.state()).unwrap();
         cpu::backward(
             &self.params,
             &self.x,
-            self.h0.as_ref(),
-            &ys,
+            self.state(),
+            &trace,
             &self.grad_output,
-            self.grad_h_n.as_ref(),
+            self.grad_state(),
         )
         .unwrap()
     }
@@ -98,6 +124,10 @@ impl Problem {
                 .h0
                 .as_mut()
                 .expect("finite differences need an explicit h0"),
+            Target::C0 => self
+                .c0
+                .as_mut()
+                .expect("finite differences need an explicit c0"),
             Target::Param(ld, k) => {
                 let p = &mut self.params.layers_mut()[ld];
                 match k {
@@ -141,6 +171,11 @@ fn check_fd(p: &Problem, what: &str) {
     let mut fd = p.clone();
     fd.h0.get_or_insert_with(|| Tensor::zeros(&states));
     fd.grad_h_n.get_or_insert_with(|| Tensor::zeros(&states));
+    let with_c = cfg.cell.spec().has_cell_state();
+    if with_c {
+        fd.c0.get_or_insert_with(|| Tensor::zeros(&states));
+        fd.grad_c_n.get_or_insert_with(|| Tensor::zeros(&states));
+    }
     assert_eq!(
         fd.loss(),
         p.loss(),
@@ -152,6 +187,11 @@ fn check_fd(p: &Problem, what: &str) {
     };
     check("input", &g.input, &fd.numeric(Target::Input));
     check("h0", &g.h0, &fd.numeric(Target::H0));
+    match (&g.c0, with_c) {
+        (Some(c0), true) => check("c0", c0, &fd.numeric(Target::C0)),
+        (None, false) => {}
+        (got, _) => panic!("{what}: grad.c0 {got:?} for {}", cfg.cell),
+    }
     assert_eq!(g.params.config(), &cfg, "{what}: gradient config");
     assert_eq!(g.params.layers().len(), cfg.num_layers * cfg.directions());
     for (ld, gl) in g.params.layers().iter().enumerate() {
@@ -217,11 +257,21 @@ fn cpu_gradients_match_finite_differences_relu() {
     fd_all(Cell::RnnRelu, 2000);
 }
 
+#[test]
+fn cpu_gradients_match_finite_differences_lstm() {
+    fd_all(Cell::Lstm, 2500);
+}
+
+#[test]
+fn cpu_gradients_match_finite_differences_gru() {
+    fd_all(Cell::Gru, 2700);
+}
+
 /// `h0 = None` and `grad_h_n = None` mean zeros: the gradients are those at `h0 = 0` (whose
 /// `grad.h0` is still returned) and of the loss without the `h_n` term.
 #[test]
 fn cpu_gradients_without_h0_or_grad_h_n() {
-    for (i, cell) in [Cell::RnnTanh, Cell::RnnRelu].into_iter().enumerate() {
+    for (i, cell) in Cell::ALL.into_iter().enumerate() {
         let cfg = RnnConfig::new(cell, 3, 4).layers(2).bidirectional(true);
         let seed = 3000 + 10 * i as u64;
         fd_case(cfg, false, false, seed);
@@ -242,8 +292,28 @@ fn gpu_device() -> Device {
 struct Inputs {
     x: Tensor,
     h0: Option<Tensor>,
+    /// For cells with a cell state, whenever `h0` is given.
+    c0: Option<Tensor>,
     grad_output: Tensor,
     grad_h_n: Option<Tensor>,
+    /// For cells with a cell state, whenever `grad_h_n` is given.
+    grad_c_n: Option<Tensor>,
+}
+
+impl Inputs {
+    fn state(&self) -> State<'_> {
+        State {
+            h: self.h0.as_ref(),
+            c: self.c0.as_ref(),
+        }
+    }
+
+    fn grad_state(&self) -> State<'_> {
+        State {
+            h: self.grad_h_n.as_ref(),
+            c: self.grad_c_n.as_ref(),
+        }
+    }
 }
 
 fn inputs(
@@ -255,11 +325,14 @@ fn inputs(
     seed: u64,
 ) -> Inputs {
     let states = [cfg.num_layers * cfg.directions(), b, cfg.hidden_size];
+    let c = cfg.cell.spec().has_cell_state();
     Inputs {
         x: common::random(&[t, b, cfg.input_size], 1.0, seed),
         h0: with_h0.then(|| common::random(&states, 1.0, seed ^ 0x5eed)),
+        c0: (with_h0 && c).then(|| common::random(&states, 1.0, seed ^ 0xc0c0)),
         grad_output: common::random(&[t, b, cfg.output_size()], 1.0, seed ^ 0x6a0d),
         grad_h_n: with_grad_h_n.then(|| common::random(&states, 1.0, seed ^ 0x9a4d)),
+        grad_c_n: (with_grad_h_n && c).then(|| common::random(&states, 1.0, seed ^ 0xc1c1)),
     }
 }
 
@@ -267,15 +340,25 @@ fn inputs(
 fn reference(params: &RnnParams, inp: &Inputs) -> (ForwardOutput<f64>, Gradients<f64>) {
     let p = params.cast::<f64>();
     let x = inp.x.cast::<f64>();
-    let h0 = inp.h0.as_ref().map(Tensor::cast::<f64>);
-    let (out, ys) = cpu::forward_trace(&p, &x, h0.as_ref()).unwrap();
+    let cast = |t: &Option<Tensor>| t.as_ref().map(Tensor::cast::<f64>);
+    let (h0, c0) = (cast(&inp.h0), cast(&inp.c0));
+    let (ghn, gcn) = (cast(&inp.grad_h_n), cast(&inp.grad_c_n));
+    let state = State {
+        h: h0.as_ref(),
+        c: c0.as_ref(),
+    };
+    let (out, trace) = cpu::forward_trace(&p, &x, state).unwrap();
+    let grad_state = State {
+        h: ghn.as_ref(),
+        c: gcn.as_ref(),
+    };
     let g = cpu::backward(
         &p,
         &x,
-        h0.as_ref(),
-        &ys,
+        state,
+        &trace,
         &inp.grad_output.cast::<f64>(),
-        inp.grad_h_n.as_ref().map(Tensor::cast::<f64>).as_ref(),
+        grad_state,
     )
     .unwrap();
     (out, g)
@@ -287,6 +370,11 @@ fn reference(params: &RnnParams, inp: &Inputs) -> (ForwardOutput<f64>, Gradients
 fn assert_grads_close(what: &str, got: &Gradients, want: &Gradients<f64>, tol: f64) {
     common::assert_close(&format!("{what}: grad.input"), &got.input, &want.input, tol);
     common::assert_close(&format!("{what}: grad.h0"), &got.h0, &want.h0, tol);
+    match (&got.c0, &want.c0) {
+        (Some(g), Some(w)) => common::assert_close(&format!("{what}: grad.c0"), g, w, tol),
+        (None, None) => {}
+        (g, w) => panic!("{what}: grad.c0 {g:?}, expected {w:?}"),
+    }
     let (got_p, want_p) = (got.params.to_tensor_file(), want.params.to_tensor_file());
     let mut names: Vec<_> = want_p.tensors.keys().cloned().collect();
     names.sort();
@@ -308,10 +396,10 @@ fn assert_grads_close(what: &str, got: &Gradients, want: &Gradients<f64>, tol: f
 fn check_backward(rnn: &mut Rnn, inp: &Inputs, what: &str) {
     let what = format!("{what} on {}", rnn.device().describe());
     let out = rnn
-        .forward(&inp.x, inp.h0.as_ref())
+        .forward(&inp.x, inp.state())
         .unwrap_or_else(|e| panic!("{what}: forward failed: {e}"));
     let g = rnn
-        .backward(&inp.grad_output, inp.grad_h_n.as_ref())
+        .backward(&inp.grad_output, inp.grad_state())
         .unwrap_or_else(|e| panic!("{what}: backward failed: {e}"));
     let (want_out, want_g) = reference(rnn.params(), inp);
     common::assert_close(
@@ -321,6 +409,11 @@ fn check_backward(rnn: &mut Rnn, inp: &Inputs, what: &str) {
         GPU_TOL,
     );
     common::assert_close(&format!("{what}: h_n"), &out.h_n, &want_out.h_n, GPU_TOL);
+    match (&out.c_n, &want_out.c_n) {
+        (Some(g), Some(w)) => common::assert_close(&format!("{what}: c_n"), g, w, GPU_TOL),
+        (None, None) => {}
+        (g, w) => panic!("{what}: c_n {g:?}, expected {w:?}"),
+    }
     assert_grads_close(&what, &g, &want_g, GPU_TOL);
 }
 
@@ -340,11 +433,7 @@ const BASE: (usize, usize, usize, usize) = (5, 7, 4, 3);
 /// The `i`-th variant of the flags, so that each sweep mixes cell, layers, direction, bias,
 /// `h0` and `grad_h_n`.
 fn variant(i: usize, input_size: usize, hidden_size: usize) -> (RnnConfig, bool, bool) {
-    let cell = if i.is_multiple_of(2) {
-        Cell::RnnTanh
-    } else {
-        Cell::RnnRelu
-    };
+    let cell = Cell::ALL[i % Cell::ALL.len()];
     let cfg = RnnConfig::new(cell, input_size, hidden_size)
         .layers(1 + i % 3)
         .bidirectional(i % 4 >= 2)
@@ -393,7 +482,7 @@ fn gpu_gradients_input_sizes() {
 fn gpu_gradients_all_configurations() {
     let (i_sz, h, t, b) = BASE;
     let mut n = 0u64;
-    for cell in [Cell::RnnTanh, Cell::RnnRelu] {
+    for cell in Cell::ALL {
         for layers in 1..=3 {
             for bidirectional in [false, true] {
                 for bias in [false, true] {
@@ -422,7 +511,7 @@ fn gpu_gradients_all_configurations() {
 fn gpu_gradients_single_step() {
     let (i_sz, _, _, b) = BASE;
     let mut n = 0u64;
-    for cell in [Cell::RnnTanh, Cell::RnnRelu] {
+    for cell in Cell::ALL {
         for layers in 1..=3 {
             for bidirectional in [false, true] {
                 let cfg = RnnConfig::new(cell, i_sz, 17)
@@ -465,6 +554,10 @@ fn gpu_gradients_long_sequences() {
         (Cell::RnnRelu, 1, false, true, false, false),
         (Cell::RnnTanh, 3, false, false, true, false),
         (Cell::RnnRelu, 3, true, false, false, true),
+        (Cell::Lstm, 2, true, true, true, true),
+        (Cell::Gru, 2, true, true, true, true),
+        (Cell::Lstm, 1, false, false, false, true),
+        (Cell::Gru, 3, false, true, true, false),
     ];
     for (n, (cell, layers, bidirectional, bias, h0, ghn)) in cases.into_iter().enumerate() {
         let cfg = RnnConfig::new(cell, 5, 8)
@@ -640,8 +733,10 @@ fn backward_after_forward_with_a_new_shape() {
         let no_ghn = Inputs {
             x: b.x.clone(),
             h0: b.h0.clone(),
+            c0: b.c0.clone(),
             grad_output: b.grad_output.clone(),
             grad_h_n: None,
+            grad_c_n: None,
         };
         let g = rnn.backward(&no_ghn.grad_output, None).unwrap();
         let (_, want) = reference(rnn.params(), &no_ghn);

@@ -1,5 +1,6 @@
 //! Values that become non-finite during the computation propagate as in PyTorch's float32
-//! CPU path, on both devices: relu(NaN) = NaN, tanh(±inf) = ±1, tanh(NaN) = NaN; relu's
+//! CPU path, on both devices: relu(NaN) = NaN, tanh(±inf) = ±1, tanh(NaN) = NaN, σ(-inf) = 0,
+//! σ(inf) = 1, σ(NaN) = NaN (the LSTM and GRU gates); relu's
 //! gradient is blocked only where its output is `<= 0` (a NaN output passes it), tanh's is
 //! `1 - y²`. Inputs that are non-finite are an error (tests/errors.rs); here every input is
 //! finite and the overflow happens inside the kernels.
@@ -241,5 +242,53 @@ fn clipping_with_a_nan_gradient_norm_makes_every_parameter_nan() {
             state.model.head_w.data().iter().all(|v| v.is_nan()),
             "{what}: head weight"
         );
+    }
+}
+
+/// LSTM and GRU on the rows above (every gate block with the same weights, so every gate sees
+/// the row's pre-activation): sigmoid and tanh at ±inf, NaN and past tanh's clamp give
+/// PyTorch's float32 values on both devices (`σ(-inf) = 0`, `σ(inf) = 1`, `σ(NaN) = NaN`).
+#[test]
+fn gated_cells_on_nan_inf_follow_pytorch() {
+    let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+    let (x, h0, _) = rows();
+    let b = h0.len();
+    // The projection and the recurrent product each row's gates see (f32, as computed).
+    let proj: Vec<f32> = x.chunks(2).map(|r| 2.0 * r[0] + 2.0 * r[1]).collect();
+    let rec: Vec<f32> = h0.iter().map(|&h| -3e38f32 * h).collect();
+    for (cell, g) in [(Cell::Lstm, 4), (Cell::Gru, 3)] {
+        let cfg = RnnConfig::new(cell, 2, 1).bias(false);
+        let layer = LayerParams {
+            w_ih: Tensor::full(&[g, 2], 2.0),
+            w_hh: Tensor::full(&[g, 1], -3e38),
+            b_ih: None,
+            b_hh: None,
+        };
+        let params = RnnParams::new(cfg, vec![layer]).unwrap();
+        let want: Vec<f32> = (0..b)
+            .map(|i| {
+                let (p, r, h) = (proj[i], rec[i], h0[i]);
+                match cell {
+                    Cell::Lstm => {
+                        let a = p + r;
+                        let c = sig(a) * 0.0 + sig(a) * a.tanh();
+                        sig(a) * c.tanh()
+                    }
+                    _ => {
+                        let (rg, z) = (sig(p + r), sig(p + r));
+                        let n = (p + rg * r).tanh();
+                        n + z * (h - n)
+                    }
+                }
+            })
+            .collect();
+        let xt = Tensor::new(vec![1, b, 2], x.clone()).unwrap();
+        let h0t = Tensor::new(vec![1, b, 1], h0.clone()).unwrap();
+        for device in devices() {
+            let what = format!("{cell} on {}", device.describe());
+            let mut rnn = Rnn::new(params.clone(), &device).unwrap();
+            let out = rnn.forward(&xt, Some(&h0t)).unwrap();
+            assert_same(&format!("{what}: output"), out.output.data(), &want);
+        }
     }
 }
