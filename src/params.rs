@@ -225,6 +225,93 @@ impl RnnParams<f32> {
         Self::from_tensor_file(TensorFile::read(path)?, &path.display().to_string())
     }
 
+    /// As [`RnnParams::load`], for a file saved from a larger module: the stack is the
+    /// tensors whose names start with `prefix` (e.g. `encoder.rnn.`), the rest of the file is
+    /// ignored. Without a prefix, a file whose one recurrent stack lives under some prefix
+    /// loads (e.g. the engine's own training checkpoint, stack under `rnn.`); see
+    /// [`RnnParams::from_tensor_file_at`].
+    ///
+    /// # Errors
+    /// As [`RnnParams::from_tensor_file_at`].
+    pub fn load_at(path: impl AsRef<Path>, prefix: Option<&str>) -> Result<Self> {
+        let path = path.as_ref();
+        Self::from_tensor_file_at(TensorFile::read(path)?, &path.display().to_string(), prefix)
+    }
+
+    /// The prefixes of every recurrent stack in `file`: each name ending in `weight_hh_l0`
+    /// gives the part before it, when that part is empty or ends with `.`.
+    pub fn stack_prefixes(file: &TensorFile) -> Vec<String> {
+        let mut found: Vec<String> = file
+            .tensors
+            .keys()
+            .filter_map(|n| n.strip_suffix("weight_hh_l0"))
+            .filter(|p| p.is_empty() || p.ends_with('.'))
+            .map(str::to_string)
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// [`RnnParams::from_tensor_file`] for the stack under `prefix` in `file`, or, without
+    /// one, for the file's only stack wherever it lives. A stack with an empty prefix is read
+    /// strictly (every tensor must be one of its parameters); under a non-empty prefix the
+    /// tensors outside it (a head, optimizer state) are ignored.
+    ///
+    /// # Errors
+    /// [`Error::MissingTensor`] when no tensor starts with `prefix`; [`Error::Config`]
+    /// listing the prefixes when the file holds several stacks and no prefix picks one; as
+    /// [`RnnParams::from_tensor_file`] for the stack itself.
+    pub fn from_tensor_file_at(
+        mut file: TensorFile,
+        source: &str,
+        prefix: Option<&str>,
+    ) -> Result<Self> {
+        let found = Self::stack_prefixes(&file);
+        let prefix = match prefix {
+            Some(p) => p.to_string(),
+            None => match found.as_slice() {
+                [] => String::new(),
+                [one] => one.clone(),
+                many => {
+                    return Err(Error::Config(format!(
+                        "{source} holds {} recurrent stacks, under the prefixes {}; pick one \
+                         with --prefix",
+                        many.len(),
+                        many.iter()
+                            .map(|p| format!("{p:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            },
+        };
+        if prefix.is_empty() {
+            return Self::from_tensor_file(file, source);
+        }
+        let names: Vec<String> = file
+            .tensors
+            .keys()
+            .filter(|n| n.starts_with(&prefix))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Err(Error::MissingTensor {
+                name: format!("{prefix}weight_hh_l0"),
+                expected: vec![],
+                source_name: format!("{source} (stacks found under the prefixes {:?})", found),
+            });
+        }
+        let mut stack = TensorFile {
+            metadata: std::mem::take(&mut file.metadata),
+            ..TensorFile::default()
+        };
+        for name in names {
+            let t = file.tensors.remove(&name).expect("listed");
+            stack.tensors.insert(name[prefix.len()..].to_string(), t);
+        }
+        Self::from_tensor_file(stack, &format!("{source} (prefix {prefix:?})"))
+    }
+
     /// Builds parameters from named tensors. The cell, sizes, layers, direction and bias are
     /// inferred from the names and shapes (`weight_ih_l{k}[_reverse]`, ...): with
     /// `weight_hh_l0` `[G·H, H]`, G = 1 is Elman, 4 LSTM, 3 GRU; the Elman nonlinearity comes

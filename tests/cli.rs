@@ -1,5 +1,6 @@
-//! The `wgpu-rnn` binary: the forward file contract on every Elman golden case, and errors
-//! that exit non-zero with a message instead of a panic.
+//! The `wgpu-rnn` binary: the forward file contract on every Elman, LSTM and GRU golden case,
+//! models saved from larger modules (`--prefix`), and errors that exit non-zero with a message
+//! instead of a panic.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::process::Command;
 
 use wgpu_rnn::TensorFile;
 
-use common::{ELMAN, golden};
+use common::{ELMAN, GATED, golden};
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("wgpu-rnn-cli-{}-{name}", std::process::id()))
@@ -29,7 +30,7 @@ fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
         ("backward", "cpu"),
         ("backward", "gpu"),
     ] {
-        for name in ELMAN {
+        for name in ELMAN.into_iter().chain(GATED) {
             let out = tmp(&format!("{name}-{command}-{device}.safetensors"));
             let (m, c) = (golden(name, "model"), golden(name, "case"));
             let r = cli(&[
@@ -51,14 +52,16 @@ fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
             let got = TensorFile::read(&out).unwrap();
             let want = TensorFile::read(&c).unwrap();
             let names: Vec<&String> = got.tensors.keys().collect();
+            // output, h_n (and c_n), plus every grad.* for backward.
+            let answers = 2 + want.tensors.contains_key("c_n") as usize;
             let expected = if command == "forward" {
-                2
+                answers
             } else {
                 want.tensors
                     .keys()
                     .filter(|k| k.starts_with("grad."))
                     .count()
-                    + 2
+                    + answers
             };
             assert_eq!(names.len(), expected, "{name} {command}: wrote {names:?}");
             for (t, g) in &got.tensors {
@@ -213,6 +216,30 @@ fn train_sample_and_predict_run_end_to_end() {
     );
     let again = cli(&sample);
     assert_eq!(again.stdout, r.stdout, "the same seed gives the same text");
+    // The training checkpoint (stack under `rnn.`, a head, optimizer state) runs through
+    // `forward` as a model file, without --prefix: a [T, B, V] input of the 16 hidden units.
+    let case = dir.join("ckpt-case.safetensors");
+    let ckpt_file = TensorFile::read(&ckpt).unwrap();
+    let vocab = ckpt_file.tensors["rnn.weight_ih_l0"].shape()[1];
+    let mut cf = TensorFile::default();
+    cf.tensors
+        .insert("input".into(), wgpu_rnn::Tensor::full(&[3, 2, vocab], 0.1));
+    cf.write(&case).unwrap();
+    let fwd_out = dir.join("ckpt-out.safetensors");
+    let r = cli(&[
+        "forward",
+        "--model",
+        c,
+        "--input",
+        case.to_str().unwrap(),
+        "--output",
+        fwd_out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got = TensorFile::read(&fwd_out).unwrap();
+    assert_eq!(got.tensors["output"].shape(), &[3, 2, 16]);
     // A prime outside the vocabulary is an error, not a panic.
     let r = cli(&["sample", "--checkpoint", c, "--prime", "\u{2603}"]);
     assert!(
@@ -439,4 +466,85 @@ fn predict_reads_csv_through_a_parser() {
         )
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A stack saved inside a larger module loads with and without `--prefix`; a file with two
+/// stacks is an error listing both prefixes unless `--prefix` picks one.
+#[test]
+fn models_saved_from_larger_modules_load_by_prefix() {
+    let name = "lstm_2l_bidir";
+    let (m, c) = (golden(name, "model"), golden(name, "case"));
+    let stack = TensorFile::read(&m).unwrap();
+    let nest = |prefixes: &[&str]| {
+        let mut f = TensorFile::default();
+        for p in prefixes {
+            for (n, t) in &stack.tensors {
+                f.tensors.insert(format!("{p}{n}"), t.clone());
+            }
+        }
+        f.tensors
+            .insert("model.head.weight".into(), wgpu_rnn::Tensor::zeros(&[2, 3]));
+        f
+    };
+    let run = |model: &std::path::Path, prefix: Option<&str>| {
+        let out = tmp(&format!("prefix-{}.safetensors", prefix.unwrap_or("none")));
+        let mut args = vec![
+            "forward",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            c.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ];
+        if let Some(p) = prefix {
+            args.extend(["--prefix", p]);
+        }
+        let r = cli(&args);
+        let got = r.status.success().then(|| TensorFile::read(&out).unwrap());
+        std::fs::remove_file(&out).ok();
+        (got, String::from_utf8_lossy(&r.stderr).to_string())
+    };
+    let want = TensorFile::read(&c).unwrap();
+    let one = tmp("one-stack.safetensors");
+    nest(&["model.encoder.rnn."]).write(&one).unwrap();
+    for prefix in [None, Some("model.encoder.rnn.")] {
+        let (got, err) = run(&one, prefix);
+        let got = got.unwrap_or_else(|| panic!("prefix {prefix:?}: {err}"));
+        common::assert_close(
+            "nested output",
+            &got.tensors["output"],
+            &want.tensors["output"],
+            2e-5,
+        );
+        common::assert_close(
+            "nested c_n",
+            &got.tensors["c_n"],
+            &want.tensors["c_n"],
+            2e-5,
+        );
+    }
+    let two = tmp("two-stacks.safetensors");
+    nest(&["encoder.rnn.", "decoder.rnn."]).write(&two).unwrap();
+    let (got, err) = run(&two, None);
+    assert!(got.is_none(), "two stacks loaded without a prefix");
+    for part in [
+        "2 recurrent stacks",
+        "\"decoder.rnn.\"",
+        "\"encoder.rnn.\"",
+        "--prefix",
+    ] {
+        assert!(err.contains(part), "{err:?} does not contain {part:?}");
+    }
+    let (got, err) = run(&two, Some("decoder.rnn."));
+    assert!(got.is_some(), "{err}");
+    let (got, err) = run(&two, Some("nothing.here."));
+    assert!(
+        got.is_none() && err.contains("nothing.here.weight_hh_l0"),
+        "{err}"
+    );
+    std::fs::remove_file(one).ok();
+    std::fs::remove_file(two).ok();
 }

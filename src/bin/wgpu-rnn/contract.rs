@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use wgpu_rnn::{Device, Error, Result, Rnn, RnnParams, TensorFile};
+use wgpu_rnn::{Device, Error, Result, Rnn, RnnParams, State, TensorFile};
 
-/// Names a case file may hold besides `input` and `h0`: the answers and the inputs of the
-/// backward contract, which `forward` ignores (so PyTorch's golden cases run as they are).
+/// Names a case file may hold besides the inputs: the answers and the inputs of the backward
+/// contract, which `forward` ignores (so PyTorch's golden cases run as they are).
 fn known_extra(name: &str) -> bool {
     matches!(
         name,
@@ -16,20 +16,21 @@ fn known_extra(name: &str) -> bool {
 /// Runs the `forward` contract, or the `backward` one when `with_grad` is set.
 pub fn run(
     model: &Path,
+    prefix: Option<&str>,
     input: &Path,
     output: &Path,
     device: &Device,
     with_grad: bool,
 ) -> Result<()> {
-    let params = RnnParams::load(model)?;
+    let params = RnnParams::load_at(model, prefix)?;
     let cfg = *params.config();
     let param_names: Vec<String> = params.to_tensor_file().tensors.into_keys().collect();
     let mut case = TensorFile::read(input)?;
     let src = input.display().to_string();
     let inputs: &[&str] = if with_grad {
-        &["input", "h0", "grad_output", "grad_h_n"]
+        &["input", "h0", "c0", "grad_output", "grad_h_n", "grad_c_n"]
     } else {
-        &["input", "h0"]
+        &["input", "h0", "c0"]
     };
     for name in case.tensors.keys() {
         if !(inputs.contains(&name.as_str()) || known_extra(name)) {
@@ -37,7 +38,7 @@ pub fn run(
                 name: name.clone(),
                 source_name: src.clone(),
                 expected: format!(
-                    "{} (and the answers output, h_n, grad.*)",
+                    "{} (and the answers output, h_n, c_n, grad.*)",
                     inputs.join(", ")
                 ),
             });
@@ -51,9 +52,13 @@ pub fn run(
             expected: vec![0, 0, cfg.input_size],
             source_name: src.clone(),
         })?;
-    let h0 = case.tensors.remove("h0");
+    let (h0, c0) = (case.tensors.remove("h0"), case.tensors.remove("c0"));
     let mut rnn = Rnn::new(params, device)?;
-    let out = rnn.forward(&x, h0.as_ref())?;
+    let state = State {
+        h: h0.as_ref(),
+        c: c0.as_ref(),
+    };
+    let out = rnn.forward(&x, state)?;
     let mut file = TensorFile::default();
     if with_grad {
         let grad_output =
@@ -65,9 +70,17 @@ pub fn run(
                     source_name: src.clone(),
                 })?;
         let grad_h_n = case.tensors.remove("grad_h_n");
-        let g = rnn.backward(&grad_output, grad_h_n.as_ref())?;
+        let grad_c_n = case.tensors.remove("grad_c_n");
+        let grad_state = State {
+            h: grad_h_n.as_ref(),
+            c: grad_c_n.as_ref(),
+        };
+        let g = rnn.backward(&grad_output, grad_state)?;
         file.tensors.insert("grad.input".into(), g.input);
         file.tensors.insert("grad.h0".into(), g.h0);
+        if let Some(c0) = g.c0 {
+            file.tensors.insert("grad.c0".into(), c0);
+        }
         let mut gp = g.params.to_tensor_file();
         for name in &param_names {
             let t = gp
@@ -79,6 +92,9 @@ pub fn run(
     }
     file.tensors.insert("output".into(), out.output);
     file.tensors.insert("h_n".into(), out.h_n);
+    if let Some(c_n) = out.c_n {
+        file.tensors.insert("c_n".into(), c_n);
+    }
     for (name, got) in &file.tensors {
         if let Some(want) = case.tensors.get(name).filter(|w| w.shape() == got.shape()) {
             let (num, den) =

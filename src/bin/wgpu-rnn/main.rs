@@ -63,10 +63,16 @@ pub enum DeviceKind {
 /// The files of the `forward` / `backward` contract.
 #[derive(Args, Clone, Debug)]
 struct ContractArgs {
-    /// Model: a PyTorch state_dict saved with safetensors.torch.save_file.
+    /// Model: a PyTorch nn.RNN, nn.LSTM or nn.GRU state_dict saved with
+    /// safetensors.torch.save_file (or any file holding one such stack, see --prefix).
     #[arg(long)]
     model: PathBuf,
-    /// Case: `input` [T, B, I] and optional `h0` [L·D, B, H] (plus the gradients for backward).
+    /// The stack's name prefix in a file saved from a larger module (e.g. `encoder.rnn.`);
+    /// without it, a file holding exactly one stack under some prefix loads.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Case: `input` [T, B, I] and optional `h0` (and `c0` for LSTM) [L·D, B, H], plus
+    /// `grad_output`, optional `grad_h_n` (and `grad_c_n`) for backward.
     #[arg(long)]
     input: PathBuf,
     /// Where to write the results.
@@ -249,7 +255,14 @@ fn info(adapter: &AdapterArgs) -> Result<()> {
 
 fn contract_run(c: &ContractArgs, adapter: &AdapterArgs, with_grad: bool) -> Result<()> {
     let device = open_device(c.device, adapter)?;
-    contract::run(&c.model, &c.input, &c.output, &device, with_grad)
+    contract::run(
+        &c.model,
+        c.prefix.as_deref(),
+        &c.input,
+        &c.output,
+        &device,
+        with_grad,
+    )
 }
 
 fn run(cli: Cli) -> Result<()> {
