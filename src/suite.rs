@@ -154,28 +154,19 @@ impl Case {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Gate count `G` of the suite's cell name (1, 4 or 3), known even for cells the engine
-    /// does not run yet, so that every case has its FLOP count.
+    /// Gate count `G` of the suite's cell (1, 4 or 3); 1 for a name the engine does not
+    /// know (whose case cannot run, [`Case::engine_cell`]).
     pub fn gates(&self) -> usize {
-        match self.cell.as_str() {
-            "lstm" => 4,
-            "gru" => 3,
-            _ => 1,
-        }
+        self.engine_cell().map_or(1, Cell::gates)
     }
 
-    /// The engine's cell for this case.
+    /// The engine's cell for this case, from the suite's name (`rnn_tanh`, `rnn_relu`,
+    /// `lstm`, `gru`).
     ///
     /// # Errors
-    /// [`Error::Config`] saying why the case cannot run (a cell the engine does not have yet).
+    /// [`Error::Config`] naming a cell the engine does not have.
     pub fn engine_cell(&self) -> Result<Cell> {
-        match self.cell.as_str() {
-            "rnn_tanh" => Ok(Cell::RnnTanh),
-            "rnn_relu" => Ok(Cell::RnnRelu),
-            other => Err(Error::config(format!(
-                "cell {other} is not implemented yet (Elman rnn_tanh and rnn_relu are)"
-            ))),
-        }
+        Cell::from_name(&self.cell)
     }
 
     /// The stack's configuration.

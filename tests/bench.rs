@@ -29,7 +29,7 @@ fn the_suite_file_is_the_compiled_in_suite() {
 
 /// The cells the engine runs; a case of another cell must be reported as skipped. (When a cell
 /// lands, add it here: the test then demands its cases run.)
-const ENGINE_CELLS: [&str; 2] = ["rnn_tanh", "rnn_relu"];
+const ENGINE_CELLS: [&str; 4] = ["rnn_tanh", "rnn_relu", "lstm", "gru"];
 
 /// Every case of the suite (gpu_only ones included) either gives a forward and a train line
 /// on both devices, or is reported skipped with its reason; every line has the five fields of
