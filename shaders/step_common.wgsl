@@ -1,6 +1,7 @@
 // What both step cores share (src/gpu/kernels.rs, compose_step, puts it after the cell's
 // constants and before the core): the uniforms' layout, where a (row, unit) of a step sits,
-// index helpers and the nonlinearities with PyTorch's values at the edges.
+// index helpers, the staged recurrent product and the nonlinearities with PyTorch's values at
+// the edges.
 
 struct Dims {
     batch: u32,       // B
@@ -59,6 +60,67 @@ fn state_at(s: Site, part: u32, jj: u32) -> u32 {
 fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
     let sh = SAVED_UNITS * dims.hidden;
     return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
+}
+
+// The recurrent product both cores run, for one thread's 8 batch rows b0.. and 4 units
+// j..j+3 (the lanes): acc.r[r] = sum_{k < k_len} staged(b0 + r, k, d, t_src) * W[k, j..j+3],
+// where W's row k starts at w_base + k * w_stride and `weight4` reads it (each core defines
+// `staged` and `weight4` for its operands). The 8 rows' slice of the staged operand is put in
+// workgroup memory WG columns at a time; every value a thread reads is used 4 or 8 times from
+// registers. Rows past the batch stage zeros, reads past H only feed discarded lanes. Called
+// in uniform control flow (it holds barriers).
+struct Acc8 {
+    r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>,
+    r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
+}
+
+// [WG][2]: rows 0-3, rows 4-7 in the lanes. Sized for WG <= 64 (StepTunables): naga 30 cannot
+// yet specialise a workgroup array sized by an override.
+var<workgroup> tile: array<vec4<f32>, 128>;
+
+fn product8(lid: u32, j_valid: bool, b0: u32, d: u32, t_src: u32, k_len: u32, w_base: u32, w_stride: u32) -> Acc8 {
+    let z = vec4<f32>(0.0);
+    var a = Acc8(z, z, z, z, z, z, z, z);
+    for (var k0 = 0u; k0 < k_len; k0 += WG) {
+        let kk = k0 + lid;
+        var lo = vec4<f32>(0.0);
+        var hi = vec4<f32>(0.0);
+        if (kk < k_len) {
+            for (var r = 0u; r < 8u; r++) {
+                let bb = b0 + r;
+                var v = 0.0;
+                if (bb < dims.batch) {
+                    v = staged(bb, kk, d, t_src);
+                }
+                if (r < 4u) {
+                    lo[r] = v;
+                } else {
+                    hi[r - 4u] = v;
+                }
+            }
+        }
+        tile[2u * lid] = lo;
+        tile[2u * lid + 1u] = hi;
+        workgroupBarrier();
+        if (j_valid) {
+            let n = min(WG, k_len - k0);
+            for (var q = 0u; q < n; q++) {
+                let w = weight4(w_base + (k0 + q) * w_stride);
+                let x_lo = tile[2u * q];
+                let x_hi = tile[2u * q + 1u];
+                a.r0 = fma(vec4<f32>(x_lo.x), w, a.r0);
+                a.r1 = fma(vec4<f32>(x_lo.y), w, a.r1);
+                a.r2 = fma(vec4<f32>(x_lo.z), w, a.r2);
+                a.r3 = fma(vec4<f32>(x_lo.w), w, a.r3);
+                a.r4 = fma(vec4<f32>(x_hi.x), w, a.r4);
+                a.r5 = fma(vec4<f32>(x_hi.y), w, a.r5);
+                a.r6 = fma(vec4<f32>(x_hi.z), w, a.r6);
+                a.r7 = fma(vec4<f32>(x_hi.w), w, a.r7);
+            }
+        }
+        workgroupBarrier();
+    }
+    return a;
 }
 
 // Non-finite values follow PyTorch (rule 2 of the crate docs, src/lib.rs). WGSL's max and

@@ -19,13 +19,12 @@
 // for unit jj.
 //
 // Blocking: each thread computes 4 consecutive hidden units (j in the lanes of a vec4) for 8
-// batch rows; a workgroup of WG threads covers 4*WG units x 8 rows of one direction. The rows'
-// slice of h_prev is staged in workgroup memory WG columns at a time. Gate blocks are computed
-// one after another, so the loop count per invocation is G times Elman's (src/gpu/kernels.rs,
-// budget::step). Every value a thread reads is used 4 or 8 times from registers: loads, not
-// arithmetic, are what a software adapter (lavapipe runs each lane's load as a scalar) and a
-// real GPU pay for. W_hh is read transposed so that the 4 units of a thread, and neighbouring
-// threads, read neighbouring addresses; reads past H in a block only feed discarded lanes.
+// batch rows; a workgroup of WG threads covers 4*WG units x 8 rows of one direction, by the
+// staged product of step_common.wgsl (product8). Gate blocks are computed one after another,
+// so the loop count per invocation is G times Elman's (src/gpu/kernels.rs, budget::step).
+// Loads, not arithmetic, are what a software adapter (lavapipe runs each lane's load as a
+// scalar) and a real GPU pay for. W_hh is read transposed so that the 4 units of a thread, and
+// neighbouring threads, read neighbouring addresses.
 
 // Threads per workgroup, and columns of h_prev staged at a time. Set by the host
 // (src/gpu/kernels.rs, StepTunables), part of the pipeline's cache key.
@@ -40,9 +39,19 @@ override WG: u32;
 @group(0) @binding(6) var<storage, read_write> states_n: array<f32>; // h_n [L*D, B, H], then c_n
 @group(0) @binding(7) var<storage, read_write> saved: array<f32>;  // [T, B, D, S*H]
 
-// [WG][2]: rows 0-3, rows 4-7 in the lanes. Sized for WG <= 64 (StepTunables): naga 30 cannot
-// yet specialise a workgroup array sized by an override.
-var<workgroup> h_tile: array<vec4<f32>, 128>;
+// The staged operand of the product (step_common.wgsl, product8): h_prev, row bb, column kk
+// of direction d; h0 at the first step, else the layer's output at time t_src.
+fn staged(bb: u32, kk: u32, d: u32, t_src: u32) -> f32 {
+    if (step.first != 0u) {
+        return states0[((dims.state0 + d) * dims.batch + bb) * dims.hidden + kk];
+    }
+    return y[(t_src * dims.batch + bb) * dims.dirs * dims.hidden + d * dims.hidden + kk];
+}
+
+// W_hh^T[k][c .. c + 3] at `at`.
+fn weight4(at: u32) -> vec4<f32> {
+    return vec4<f32>(w_hh_t[at], w_hh_t[at + 1u], w_hh_t[at + 2u], w_hh_t[at + 3u]);
+}
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
@@ -50,8 +59,6 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let hid = dims.hidden;
-    let batch = dims.batch;
-    let dh = dims.dirs * hid;
     let gh = GATES * hid;
     let j = (wid.x * WG + lid.x) * 4u;
     let b0 = wid.y * 8u;
@@ -65,85 +72,26 @@ fn main(
     // rec[g * 8 + r]: gate block g, batch row b0 + r, units j..j+3 in the lanes.
     var rec: array<vec4<f32>, 8 * GATES>;
     for (var g = 0u; g < GATES; g++) {
-        var acc0 = vec4<f32>(0.0);
-        var acc1 = vec4<f32>(0.0);
-        var acc2 = vec4<f32>(0.0);
-        var acc3 = vec4<f32>(0.0);
-        var acc4 = vec4<f32>(0.0);
-        var acc5 = vec4<f32>(0.0);
-        var acc6 = vec4<f32>(0.0);
-        var acc7 = vec4<f32>(0.0);
         let w_base = d * hid * gh + g * hid + j;
-        for (var k0 = 0u; k0 < hid; k0 += WG) {
-            let kk = k0 + lid.x;
-            var lo = vec4<f32>(0.0);
-            var hi = vec4<f32>(0.0);
-            if (kk < hid) {
-                for (var r = 0u; r < 8u; r++) {
-                    let bb = b0 + r;
-                    var v = 0.0;
-                    if (bb < batch) {
-                        if (step.first != 0u) {
-                            v = states0[((dims.state0 + d) * batch + bb) * hid + kk];
-                        } else {
-                            v = y[(tp * batch + bb) * dh + d * hid + kk];
-                        }
-                    }
-                    if (r < 4u) {
-                        lo[r] = v;
-                    } else {
-                        hi[r - 4u] = v;
-                    }
-                }
-            }
-            h_tile[2u * lid.x] = lo;
-            h_tile[2u * lid.x + 1u] = hi;
-            workgroupBarrier();
-            if (j < hid) {
-                let n = min(WG, hid - k0);
-                for (var q = 0u; q < n; q++) {
-                    let w_at = w_base + (k0 + q) * gh;
-                    let w = vec4<f32>(w_hh_t[w_at], w_hh_t[w_at + 1u], w_hh_t[w_at + 2u], w_hh_t[w_at + 3u]);
-                    let h_lo = h_tile[2u * q];
-                    let h_hi = h_tile[2u * q + 1u];
-                    acc0 = fma(vec4<f32>(h_lo.x), w, acc0);
-                    acc1 = fma(vec4<f32>(h_lo.y), w, acc1);
-                    acc2 = fma(vec4<f32>(h_lo.z), w, acc2);
-                    acc3 = fma(vec4<f32>(h_lo.w), w, acc3);
-                    acc4 = fma(vec4<f32>(h_hi.x), w, acc4);
-                    acc5 = fma(vec4<f32>(h_hi.y), w, acc5);
-                    acc6 = fma(vec4<f32>(h_hi.z), w, acc6);
-                    acc7 = fma(vec4<f32>(h_hi.w), w, acc7);
-                }
-            }
-            workgroupBarrier();
-        }
+        let a = product8(lid.x, j < hid, b0, d, tp, hid, w_base, gh);
+        var bias = vec4<f32>(0.0);
         if (SPLIT) {
-            let at = dims.dirs * hid * gh + d * gh + g * hid + j;
-            let bias = vec4<f32>(w_hh_t[at], w_hh_t[at + 1u], w_hh_t[at + 2u], w_hh_t[at + 3u]);
-            acc0 += bias;
-            acc1 += bias;
-            acc2 += bias;
-            acc3 += bias;
-            acc4 += bias;
-            acc5 += bias;
-            acc6 += bias;
-            acc7 += bias;
+            bias = weight4(dims.dirs * hid * gh + d * gh + g * hid + j);
         }
-        rec[g * 8u] = acc0;
-        rec[g * 8u + 1u] = acc1;
-        rec[g * 8u + 2u] = acc2;
-        rec[g * 8u + 3u] = acc3;
-        rec[g * 8u + 4u] = acc4;
-        rec[g * 8u + 5u] = acc5;
-        rec[g * 8u + 6u] = acc6;
-        rec[g * 8u + 7u] = acc7;
+        rec[g * 8u] = a.r0 + bias;
+        rec[g * 8u + 1u] = a.r1 + bias;
+        rec[g * 8u + 2u] = a.r2 + bias;
+        rec[g * 8u + 3u] = a.r3 + bias;
+        rec[g * 8u + 4u] = a.r4 + bias;
+        rec[g * 8u + 5u] = a.r5 + bias;
+        rec[g * 8u + 6u] = a.r6 + bias;
+        rec[g * 8u + 7u] = a.r7 + bias;
     }
     let first = step.first != 0u;
     let last = step.last != 0u;
     for (var r = 0u; r < 8u; r++) {
         let bb = b0 + r;
-        if (bb >= batch) {
+        if (bb >= dims.batch) {
             break;
         }
         let s = Site(t, tp, d, bb, first, last);

@@ -16,8 +16,8 @@
 // the carried terms (dc, GRU's direct dh) go in `carry`: [S_state, L*D, B, H], the layout of
 // the state gradients, so that after the last step the c part is grad c0.
 //
-// Blocking as the forward core: 4 units x 8 rows per thread, the rows' slice of dR_next
-// staged in workgroup memory WG columns at a time. It reads the step uniforms of the forward
+// Blocking as the forward core (step_common.wgsl, product8): 4 units x 8 rows per thread,
+// the rows' slice of dR_next staged in workgroup memory WG columns at a time. It reads the step uniforms of the forward
 // pass: the backward step s uses the forward entry T-1-s, whose `last` flag marks the first
 // backward step.
 
@@ -34,8 +34,22 @@ override WG: u32;
 @group(0) @binding(8) var<storage, read_write> grad_gates: array<f32>; // dX [T, B, D*G*H], then dR
 @group(0) @binding(9) var<storage, read_write> carry: array<f32>;  // [S_state, L*D, B, H]
 
-// [WG][2]: rows 0-3, rows 4-7 in the lanes; sized for WG <= 64, as in step_core.wgsl.
-var<workgroup> g_tile: array<vec4<f32>, 128>;
+// The staged operand of the product (step_common.wgsl, product8): dR of the step processed
+// before in reverse time (t_src), row bb, gate row kk of direction d (the second half of
+// grad_gates for cells that split them).
+fn staged(bb: u32, kk: u32, d: u32, t_src: u32) -> f32 {
+    let gh = GATES * dims.hidden;
+    var r_off = 0u;
+    if (SPLIT) {
+        r_off = dims.split_off;
+    }
+    return grad_gates[r_off + (t_src * dims.batch + bb) * dims.dirs * gh + d * gh + kk];
+}
+
+// W_hh[k][j .. j + 3] at `at` (the flat parameters, row-major [G*H, H]).
+fn weight4(at: u32) -> vec4<f32> {
+    return vec4<f32>(params[at], params[at + 1u], params[at + 2u], params[at + 3u]);
+}
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
@@ -43,9 +57,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let hid = dims.hidden;
-    let batch = dims.batch;
     let gh = GATES * hid;
-    let dgh = dims.dirs * gh;
     let j = (wid.x * WG + lid.x) * 4u;
     let b0 = wid.y * 8u;
     let d = wid.z;
@@ -57,73 +69,22 @@ fn main(
         tn = step.t_rev - 1u;
         tp = step.t_rev + 1u;
     }
-    // dR of the next step: the second half of grad_gates when the cell splits them.
-    var r_off = 0u;
-    if (SPLIT) {
-        r_off = dims.split_off;
-    }
-    // acc_r: the carried gradient of batch row b0 + r, units j..j+3 in the lanes.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
+    // acc: the carried gradient of batch rows b0.., units j..j+3 in the lanes.
+    let z = vec4<f32>(0.0);
+    var acc = Acc8(z, z, z, z, z, z, z, z);
     let first_bwd = step.last != 0u;
     if (!first_bwd) {
-        let w_base = dims.w_off + d * gh * hid + j;
-        for (var k0 = 0u; k0 < gh; k0 += WG) {
-            let kk = k0 + lid.x;
-            var lo = vec4<f32>(0.0);
-            var hi = vec4<f32>(0.0);
-            if (kk < gh) {
-                for (var r = 0u; r < 8u; r++) {
-                    let bb = b0 + r;
-                    var v = 0.0;
-                    if (bb < batch) {
-                        v = grad_gates[r_off + (tn * batch + bb) * dgh + d * gh + kk];
-                    }
-                    if (r < 4u) {
-                        lo[r] = v;
-                    } else {
-                        hi[r - 4u] = v;
-                    }
-                }
-            }
-            g_tile[2u * lid.x] = lo;
-            g_tile[2u * lid.x + 1u] = hi;
-            workgroupBarrier();
-            if (j < hid) {
-                let n = min(WG, gh - k0);
-                for (var q = 0u; q < n; q++) {
-                    let w_at = w_base + (k0 + q) * hid;
-                    let w = vec4<f32>(params[w_at], params[w_at + 1u], params[w_at + 2u], params[w_at + 3u]);
-                    let g_lo = g_tile[2u * q];
-                    let g_hi = g_tile[2u * q + 1u];
-                    acc0 = fma(vec4<f32>(g_lo.x), w, acc0);
-                    acc1 = fma(vec4<f32>(g_lo.y), w, acc1);
-                    acc2 = fma(vec4<f32>(g_lo.z), w, acc2);
-                    acc3 = fma(vec4<f32>(g_lo.w), w, acc3);
-                    acc4 = fma(vec4<f32>(g_hi.x), w, acc4);
-                    acc5 = fma(vec4<f32>(g_hi.y), w, acc5);
-                    acc6 = fma(vec4<f32>(g_hi.z), w, acc6);
-                    acc7 = fma(vec4<f32>(g_hi.w), w, acc7);
-                }
-            }
-            workgroupBarrier();
-        }
+        acc = product8(lid.x, j < hid, b0, d, tn, gh, dims.w_off + d * gh * hid + j, hid);
     }
     let s = Site(t, tp, d, b0, step.first != 0u, first_bwd);
-    finish(s, j, acc0);
-    finish(Site(t, tp, d, b0 + 1u, s.first, s.last), j, acc1);
-    finish(Site(t, tp, d, b0 + 2u, s.first, s.last), j, acc2);
-    finish(Site(t, tp, d, b0 + 3u, s.first, s.last), j, acc3);
-    finish(Site(t, tp, d, b0 + 4u, s.first, s.last), j, acc4);
-    finish(Site(t, tp, d, b0 + 5u, s.first, s.last), j, acc5);
-    finish(Site(t, tp, d, b0 + 6u, s.first, s.last), j, acc6);
-    finish(Site(t, tp, d, b0 + 7u, s.first, s.last), j, acc7);
+    finish(s, j, acc.r0);
+    finish(Site(t, tp, d, b0 + 1u, s.first, s.last), j, acc.r1);
+    finish(Site(t, tp, d, b0 + 2u, s.first, s.last), j, acc.r2);
+    finish(Site(t, tp, d, b0 + 3u, s.first, s.last), j, acc.r3);
+    finish(Site(t, tp, d, b0 + 4u, s.first, s.last), j, acc.r4);
+    finish(Site(t, tp, d, b0 + 5u, s.first, s.last), j, acc.r5);
+    finish(Site(t, tp, d, b0 + 6u, s.first, s.last), j, acc.r6);
+    finish(Site(t, tp, d, b0 + 7u, s.first, s.last), j, acc.r7);
 }
 
 // Units j .. j + 3 of row s.bb: the carried gradient (acc, or grad_h_n at the first backward
