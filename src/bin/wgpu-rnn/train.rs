@@ -16,6 +16,11 @@ use wgpu_rnn::train::{
 };
 use wgpu_rnn::{Cell, Device, Error, Result, RnnConfig};
 
+/// `--cell`: a cell by the name [`Cell`]'s `Display` writes.
+fn parse_cell(s: &str) -> std::result::Result<Cell, String> {
+    Cell::from_name(s).map_err(|e| e.to_string())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerKind {
     Adam,
@@ -35,9 +40,9 @@ pub struct Hyper {
     /// Bidirectional layers (only for regression: a language model must not see the future).
     #[arg(long)]
     pub bidirectional: bool,
-    /// Elman nonlinearity: tanh or relu.
-    #[arg(long, default_value = "tanh")]
-    pub nonlinearity: String,
+    /// The recurrent cell: rnn_tanh, rnn_relu (Elman), lstm or gru.
+    #[arg(long, default_value = "rnn_tanh", value_parser = parse_cell)]
+    pub cell: Cell,
     /// Optimizer steps.
     #[arg(long)]
     pub steps: Option<u64>,
@@ -296,11 +301,7 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
                 ));
             }
             let v = corpus.vocab.len();
-            let config = RnnConfig::new(
-                Cell::from_nonlinearity(&hyper.nonlinearity)?,
-                v,
-                hyper.hidden.unwrap_or(256),
-            )
+            let config = RnnConfig::new(hyper.cell, v, hyper.hidden.unwrap_or(256))
             .layers(hyper.layers);
             let model = SeqModel::new(config, Task::Tokens { vocab: v }, hyper.seed)?;
             (
@@ -431,11 +432,7 @@ pub fn predict(
             (c.state, c.train, c.rng)
         }
         None => {
-            let config = RnnConfig::new(
-                Cell::from_nonlinearity(&hyper.nonlinearity)?,
-                1,
-                hyper.hidden.unwrap_or(32),
-            )
+            let config = RnnConfig::new(hyper.cell, 1, hyper.hidden.unwrap_or(32))
             .layers(hyper.layers)
             .bidirectional(hyper.bidirectional);
             let model = SeqModel::new(config, Task::Regression { outputs: 1 }, hyper.seed)?;
@@ -554,7 +551,7 @@ pub fn demo(device: &Device, seconds: f64) -> Result<()> {
         hidden: Some(h),
         layers: 1,
         bidirectional: false,
-        nonlinearity: "tanh".into(),
+        cell: Cell::RnnTanh,
         steps: Some(100_000),
         batch: Some(batch),
         seq: Some(seq),
