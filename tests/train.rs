@@ -299,7 +299,8 @@ fn a_small_model_learns_a_repeating_sequence() {
 
 #[test]
 fn the_profile_times_every_dispatch_of_a_step() {
-    use wgpu_rnn::gpu::{GpuTrainer, kernels::Kernel, kernels::StepTunables};
+    use wgpu_rnn::gpu::kernels::{Kernel, StepTunables};
+    use wgpu_rnn::train::GpuTrainer;
     let (model, batch, _) = models().remove(0);
     let cell = model.config().cell;
     let cfg = TrainConfig {
@@ -528,7 +529,8 @@ fn gpu_and_cpu_mean_square_training_agree() {
 
 #[test]
 fn the_mean_square_step_is_resident_and_profiled() {
-    use wgpu_rnn::gpu::{GpuTrainer, kernels::Kernel};
+    use wgpu_rnn::gpu::kernels::Kernel;
+    use wgpu_rnn::train::GpuTrainer;
     let (model, batch, _) = mean_square_models().remove(0);
     let cfg = TrainConfig {
         optimizer: Optimizer::sgd(1e-3, 0.0),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
+use crate::gpu::buffer::Buffer;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::budget::{COLSUM_CHUNK, GEMM_K_SPLIT, GEMM_MAX_SPLITS, REDUCE_CHUNK};
 use crate::gpu::kernels::{ColSumDims, GemmParams, Kernel, ReduceDims};
@@ -50,6 +51,17 @@ impl Op {
         })
     }
 
+    /// Builds the op, binding the whole of each of `buffers` in order (binding 0, 1, ...).
+    pub(crate) fn with_buffers(
+        ctx: &GpuContext,
+        kernel: Kernel,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<Self> {
+        let bindings: Vec<_> = buffers.iter().map(|b| bind(b)).collect();
+        Op::new(ctx, kernel, &bindings, groups)
+    }
+
     /// The same op dispatched with other dynamic offsets and counts (shares the bind group).
     pub(crate) fn with_offsets(&self, offsets: Vec<u32>, groups: [u32; 3]) -> Op {
         Op {
@@ -76,7 +88,45 @@ pub(crate) fn encode(encoder: &mut wgpu::CommandEncoder, ops: &[Op]) {
     }
 }
 
-/// The time one kind of dispatch takes per pass, from [`crate::gpu::GpuTrainer::profile`].
+/// The commands of one submit, for code outside this folder (the trainer): compute passes of
+/// recorded ops, copies, and the stack's passes (see [`crate::gpu::StackStep`]).
+pub(crate) struct Encoder<'a> {
+    ctx: &'a GpuContext,
+    raw: wgpu::CommandEncoder,
+}
+
+impl<'a> Encoder<'a> {
+    pub(crate) fn new(ctx: &'a GpuContext, label: &str) -> Self {
+        let raw = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        Encoder { ctx, raw }
+    }
+
+    /// Records `ops` as one compute pass.
+    pub(crate) fn ops(&mut self, ops: &[Op]) {
+        encode(&mut self.raw, ops);
+    }
+
+    /// Records a copy of the whole of `src` to the start of `dst`.
+    pub(crate) fn copy(&mut self, src: &Buffer, dst: &Buffer) {
+        self.raw
+            .copy_buffer_to_buffer(src, 0, dst, 0, Some((src.len() * 4) as u64));
+    }
+
+    /// Submits the commands without waiting for them.
+    pub(crate) fn submit(self) {
+        self.ctx.queue.submit([self.raw.finish()]);
+    }
+
+    /// wgpu's encoder, for the stack's passes.
+    pub(super) fn raw(&mut self) -> &mut wgpu::CommandEncoder {
+        &mut self.raw
+    }
+}
+
+/// The time one kind of dispatch takes per pass, from the profile of a training step
+/// (`GpuTrainer::profile`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelTime {
     /// The kernel (see [`Kernel`]).

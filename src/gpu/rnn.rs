@@ -8,12 +8,13 @@ use std::sync::Arc;
 use crate::cell::CellSpec;
 use crate::config::RnnConfig;
 use crate::error::{Error, Result};
+use crate::gpu::buffer::Buffer;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::budget::{self, EMBED_BWD_CHUNK};
 use crate::gpu::kernels::{
     EmbedDims, Kernel, PrepareDims, STEP_ROWS, StepDims, StepParams, StepTunables, UNIFORM_STRIDE,
 };
-use crate::gpu::ops::{self, GemmSpec, Op, bind, linear_groups};
+use crate::gpu::ops::{self, Encoder, GemmSpec, Op, bind, linear_groups};
 use crate::params::{ParamLayout, RnnParams};
 use crate::state::{ForwardOutput, Gradients, State, check_inputs};
 use crate::tensor::Tensor;
@@ -28,19 +29,19 @@ struct Derived {
 }
 
 /// Buffers and recorded ops for one `(T, B)`; rebuilt only when the shape changes.
-pub(crate) struct Workspace {
-    pub t: usize,
-    pub b: usize,
+struct Workspace {
+    t: usize,
+    b: usize,
     /// `[T, B, I]` floats, or `[T, B]` token ids (u32) for token input.
-    pub input: wgpu::Buffer,
+    input: wgpu::Buffer,
     /// The initial state: `h0` `[L·D, B, H]`, then `c0` for cells with a cell state.
-    pub states0: wgpu::Buffer,
+    states0: wgpu::Buffer,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
-    pub ys: Vec<wgpu::Buffer>,
+    ys: Vec<wgpu::Buffer>,
     /// Every layer's saved activations `[T, B, D, S·H]` (the dummy for `S = 0`).
     saved: Vec<wgpu::Buffer>,
     /// The final state: `h_n`, then `c_n`, as `states0`.
-    pub states_n: wgpu::Buffer,
+    states_n: wgpu::Buffer,
     forward_ops: Vec<Op>,
     /// Host-readable copies of the output and the final state, for `forward`'s readback.
     out_staging: wgpu::Buffer,
@@ -49,24 +50,111 @@ pub(crate) struct Workspace {
     step_uniform: wgpu::Buffer,
     /// The training half, built by the first backward pass or training step: inference
     /// allocates none of it.
-    pub backward: Option<BackwardWorkspace>,
+    backward: Option<BackwardWorkspace>,
     // Kept alive for the bind groups that use them.
     _keep: Vec<wgpu::Buffer>,
 }
 
 /// The buffers and recorded ops of the backward pass for one `(T, B)`.
-pub(crate) struct BackwardWorkspace {
+struct BackwardWorkspace {
     /// `∂L/∂output`, `[T, B, D·H]`: written by the caller (or a loss head) before backward.
-    pub grad_out: wgpu::Buffer,
+    grad_out: wgpu::Buffer,
     /// `∂L/∂h_n`, then `∂L/∂c_n`, as `states_n`.
-    pub grad_states_n: wgpu::Buffer,
+    grad_states_n: wgpu::Buffer,
     /// `∂L/∂h0`, then `∂L/∂c0`, as `states0`; the c part is the step kernels' carried `δc`.
-    pub grad_states0: wgpu::Buffer,
+    grad_states0: wgpu::Buffer,
     /// `∂L/∂x` of each layer, `[T, B, I_l]` (layer 0's is the input gradient; unused for
     /// token input).
     grad_x: Vec<wgpu::Buffer>,
     backward_ops: Vec<Op>,
     _keep: Vec<wgpu::Buffer>,
+}
+
+impl Workspace {
+    /// Records the forward pass into `encoder`; `clear_states` zeroes `h0` (and `c0`) first
+    /// (else the caller has written them, or carried `h_n` into them for truncated BPTT).
+    fn record_forward(&self, encoder: &mut wgpu::CommandEncoder, clear_states: bool) {
+        if clear_states {
+            encoder.clear_buffer(&self.states0, 0, None);
+        }
+        ops::encode(encoder, &self.forward_ops);
+    }
+}
+
+impl BackwardWorkspace {
+    /// Records the backward pass; `grad_out` (and `grad_states_n`) must hold the incoming
+    /// gradients.
+    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        ops::encode(encoder, &self.backward_ops);
+    }
+}
+
+/// The stack's part of a training step on one `(T, B)`, from [`GpuRnn::ensure_training`]:
+/// the buffers that a loss head and an optimizer bind, and the passes to record around them.
+pub(crate) struct StackStep<'a> {
+    rnn: &'a GpuRnn,
+    ws: &'a Workspace,
+    bw: &'a BackwardWorkspace,
+    grads: &'a wgpu::Buffer,
+}
+
+impl<'a> StackStep<'a> {
+    /// The input, `[T, B, I]` floats or `[T, B]` token ids, written before the forward pass.
+    pub(crate) fn input(&self) -> Buffer {
+        Buffer::from(self.ws.input.clone())
+    }
+
+    /// The stack's output `y`, `[T, B, D·H]`, once the forward pass has run.
+    pub(crate) fn output(&self) -> Buffer {
+        Buffer::from(self.ws.ys.last().expect("num_layers >= 1").clone())
+    }
+
+    /// `∂L/∂y`, `[T, B, D·H]`, which the caller's ops write before the backward pass.
+    pub(crate) fn grad_output(&self) -> Buffer {
+        Buffer::from(self.bw.grad_out.clone())
+    }
+
+    /// The parameters, flat (see [`ParamLayout`]).
+    pub(crate) fn params(&self) -> Buffer {
+        self.rnn.param_buffer()
+    }
+
+    /// The parameter gradients, in the parameters' layout, once the backward pass has run.
+    pub(crate) fn grads(&self) -> Buffer {
+        Buffer::from(self.grads.clone())
+    }
+
+    /// Records the forward pass of a training step: from zeros, or with `carry` from the
+    /// final state of the last pass on this shape (truncated BPTT). It also zeroes
+    /// `∂L/∂h_n` (and `∂L/∂c_n`): a training step's loss depends on the outputs only.
+    pub(crate) fn record_forward(&self, encoder: &mut Encoder<'_>, carry: bool) {
+        let encoder = encoder.raw();
+        if carry {
+            encoder.copy_buffer_to_buffer(&self.ws.states_n, 0, &self.ws.states0, 0, None);
+        }
+        encoder.clear_buffer(&self.bw.grad_states_n, 0, None);
+        self.ws.record_forward(encoder, !carry);
+    }
+
+    /// Records the backward pass, from [`StackStep::grad_output`].
+    pub(crate) fn record_backward(&self, encoder: &mut Encoder<'_>) {
+        self.bw.record(encoder.raw());
+    }
+
+    /// Records the refresh of the derived weights, after an update of the parameters.
+    pub(crate) fn record_prepare(&self, encoder: &mut Encoder<'_>) {
+        self.rnn.record_prepare(encoder.raw());
+    }
+
+    /// The recorded passes in the order a training step runs them: forward, backward,
+    /// prepare (for profiling).
+    pub(crate) fn passes(&self) -> [&'a [Op]; 3] {
+        [
+            &self.ws.forward_ops,
+            &self.bw.backward_ops,
+            &self.rnn.prepare_ops,
+        ]
+    }
 }
 
 /// A recurrent stack (any [`crate::Cell`]) whose parameters live on the GPU.
@@ -94,9 +182,9 @@ pub struct GpuRnn {
     cell: &'static dyn CellSpec,
     tune: StepTunables,
     token_input: bool,
-    pub(crate) layout: ParamLayout,
+    layout: ParamLayout,
     /// All parameters, flat (see [`ParamLayout`]).
-    pub(crate) params: wgpu::Buffer,
+    params: wgpu::Buffer,
     /// All parameter gradients, same layout; written by the backward pass, allocated with
     /// the first backward workspace.
     grads: Option<wgpu::Buffer>,
@@ -220,14 +308,14 @@ impl GpuRnn {
         &self.ctx
     }
 
-    pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
     /// Records the refresh of the derived weights (after the parameters changed).
-    pub(crate) fn record_prepare(&self, encoder: &mut wgpu::CommandEncoder) {
+    fn record_prepare(&self, encoder: &mut wgpu::CommandEncoder) {
         ops::encode(encoder, &self.prepare_ops);
     }
 
@@ -263,11 +351,7 @@ impl GpuRnn {
         Ok(())
     }
 
-    pub(crate) fn read(
-        &self,
-        bufs: &[(&wgpu::Buffer, usize)],
-        what: &str,
-    ) -> Result<Vec<Vec<f32>>> {
+    fn read(&self, bufs: &[(&wgpu::Buffer, usize)], what: &str) -> Result<Vec<Vec<f32>>> {
         let stagings: Vec<wgpu::Buffer> = bufs
             .iter()
             .map(|(_, n)| ops::staging(&self.ctx, what, *n))
@@ -280,18 +364,42 @@ impl GpuRnn {
         self.ctx.read_buffers(self.encoder(what), &triples, what)
     }
 
+    /// The parameters' buffer, flat (see [`ParamLayout`]).
+    pub(crate) fn param_buffer(&self) -> Buffer {
+        Buffer::from(self.params.clone())
+    }
+
+    /// Makes sure the workspaces of a training step on `(t_len, b)` exist (forward, backward
+    /// and the parameter gradients), rebuilding them when the shape changed, and returns the
+    /// stack's part of the step.
+    ///
+    /// # Errors
+    /// [`Error::Limit`] when a buffer or dispatch exceeds the device.
+    pub(crate) fn ensure_training(&mut self, t_len: usize, b: usize) -> Result<StackStep<'_>> {
+        self.ensure_workspace(t_len, b)?;
+        self.ensure_backward()?;
+        Ok(self.stack_step().expect("both halves built above"))
+    }
+
+    /// The stack's part of a training step, when both halves of the workspace exist.
+    fn stack_step(&self) -> Option<StackStep<'_>> {
+        let ws = self.workspace.as_ref()?;
+        Some(StackStep {
+            rnn: self,
+            ws,
+            bw: ws.backward.as_ref()?,
+            grads: self.grads.as_ref()?,
+        })
+    }
+
     /// Makes sure the workspace fits `(t, b)`, rebuilding it when the shape changed.
-    pub(crate) fn ensure_workspace(&mut self, t_len: usize, b: usize) -> Result<()> {
+    fn ensure_workspace(&mut self, t_len: usize, b: usize) -> Result<()> {
         if !matches!(&self.workspace, Some(w) if w.t == t_len && w.b == b) {
             self.workspace = None;
             self.has_forward = false;
             self.workspace = Some(self.build_workspace(t_len, b)?);
         }
         Ok(())
-    }
-
-    pub(crate) fn workspace(&self) -> Option<&Workspace> {
-        self.workspace.as_ref()
     }
 
     fn build_workspace(&self, t_len: usize, b: usize) -> Result<Workspace> {
@@ -457,37 +565,26 @@ impl GpuRnn {
     /// # Errors
     /// [`Error::Config`] when no workspace exists yet (no forward shape), [`Error::Limit`]
     /// when a buffer exceeds the device.
-    pub(crate) fn ensure_backward(&mut self) -> Result<()> {
+    fn ensure_backward(&mut self) -> Result<()> {
         if self.grads.is_none() {
             let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
             self.grads = Some(ops::storage(&self.ctx, "gradients", self.layout.total, rw)?);
         }
-        let Some(ws) = self.workspace.as_ref() else {
+        let (Some(ws), Some(grads)) = (&self.workspace, &self.grads) else {
             return Err(Error::config(
                 "backward: no workspace; run a forward pass first",
             ));
         };
         if ws.backward.is_none() {
-            let bw = self.build_backward(ws)?;
+            let bw = self.build_backward(ws, grads)?;
             self.workspace.as_mut().expect("checked above").backward = Some(bw);
         }
         Ok(())
     }
 
-    /// The backward half of the workspace, once [`GpuRnn::ensure_backward`] has run.
-    pub(crate) fn backward_workspace(&self) -> &BackwardWorkspace {
-        let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        ws.backward.as_ref().expect("ensure_backward first")
-    }
-
-    /// The parameter gradients (flat, the parameters' layout), once [`GpuRnn::ensure_backward`]
-    /// has run.
-    pub(crate) fn grads(&self) -> &wgpu::Buffer {
-        self.grads.as_ref().expect("ensure_backward first")
-    }
-
-    /// The backward pass's buffers and ops for the forward workspace `ws`.
-    fn build_backward(&self, ws: &Workspace) -> Result<BackwardWorkspace> {
+    /// The backward pass's buffers and ops for the forward workspace `ws`, writing the
+    /// parameter gradients into `grads`.
+    fn build_backward(&self, ws: &Workspace, grads: &wgpu::Buffer) -> Result<BackwardWorkspace> {
         let ctx = &*self.ctx;
         let cfg = &self.config;
         let cell = self.cell;
@@ -503,7 +600,6 @@ impl GpuRnn {
         let r_off = if split { tb * dgh } else { 0 };
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         ctx.check_buffer("gate gradients", (gates_len * 4) as u64)?;
-        let grads = self.grads();
         let input = ws.input.clone();
         let step_groups = self.step_groups(b);
         let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
@@ -652,32 +748,6 @@ impl GpuRnn {
         })
     }
 
-    /// Records the forward pass into `encoder`; `clear_states` zeroes `h0` (and `c0`) first
-    /// (else the caller has written them, or carried `h_n` into them for truncated BPTT).
-    pub(crate) fn record_forward(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
-        clear_states: bool,
-    ) {
-        let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        if clear_states {
-            encoder.clear_buffer(&ws.states0, 0, None);
-        }
-        ops::encode(encoder, &ws.forward_ops);
-    }
-
-    /// Records the carry of the final state into the initial one (`h_n → h0`, `c_n → c0`),
-    /// for truncated BPTT.
-    pub(crate) fn record_carry_state(&self, encoder: &mut wgpu::CommandEncoder) {
-        let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        encoder.copy_buffer_to_buffer(&ws.states_n, 0, &ws.states0, 0, None);
-    }
-
-    /// Records zeroing `∂L/∂h_n` (and `∂L/∂c_n`): the loss depends on the outputs only.
-    pub(crate) fn record_clear_grad_state(&self, encoder: &mut wgpu::CommandEncoder) {
-        encoder.clear_buffer(&self.backward_workspace().grad_states_n, 0, None);
-    }
-
     /// Writes the parts of `state` into `buffer` (`h`, then `c`), zeroing the absent ones.
     fn write_state(
         &self,
@@ -700,21 +770,6 @@ impl GpuRnn {
                 None => encoder.clear_buffer(buffer, at, Some(part as u64)),
             }
         }
-    }
-
-    /// The recorded passes in the order a training step runs them: forward, backward,
-    /// prepare (for profiling).
-    pub(crate) fn passes(&self) -> [&[Op]; 3] {
-        let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        let bw = ws.backward.as_ref().expect("ensure_backward first");
-        [&ws.forward_ops, &bw.backward_ops, &self.prepare_ops]
-    }
-
-    /// Records the backward pass; `grad_out` (and `grad_hn`) must hold the incoming gradients.
-    pub(crate) fn record_backward(&self, encoder: &mut wgpu::CommandEncoder) {
-        let ws = self.workspace.as_ref().expect("ensure_workspace first");
-        let bw = ws.backward.as_ref().expect("ensure_backward first");
-        ops::encode(encoder, &bw.backward_ops);
     }
 
     /// Runs the stack forward: PyTorch's `nn.RNN.forward(input, h0)` (`nn.LSTM`'s
@@ -748,8 +803,7 @@ impl GpuRnn {
             .write_buffer(&ws.input, 0, bytemuck::cast_slice(input.data()));
         let mut encoder = self.encoder("forward");
         self.write_state(&mut encoder, &ws.states0, state);
-        self.record_forward(&mut encoder, false);
-        let ws = self.workspace.as_ref().expect("built above");
+        ws.record_forward(&mut encoder, false);
         let (d_n, h, l_n) = (
             self.config.directions(),
             self.config.hidden_size,
@@ -792,14 +846,14 @@ impl GpuRnn {
     /// [`Error::Config`] when no forward pass ran on this shape, [`Error::Gpu`] when the
     /// device fails.
     pub fn rerun_forward(&mut self) -> Result<()> {
-        if !self.has_forward {
+        let Some(ws) = self.workspace.as_ref().filter(|_| self.has_forward) else {
             return Err(Error::config(
                 "rerun_forward: no forward pass to repeat; call forward first",
             ));
-        }
+        };
         let mut encoder = self.encoder("forward again");
         // The state was either written by the caller or zeroed by the first run; keep it.
-        self.record_forward(&mut encoder, false);
+        ws.record_forward(&mut encoder, false);
         self.ctx.submit_wait(encoder, "forward again")
     }
 
@@ -859,14 +913,12 @@ impl GpuRnn {
         grad_output.expect_finite("grad_output")?;
         grad_state.check(&cfg, b, ["grad_h_n", "grad_c_n"], true)?;
         self.ensure_backward()?;
-        let grads = self.grads();
-        let ws = self.workspace.as_ref().expect("checked above");
-        let bw = ws.backward.as_ref().expect("ensured above");
+        let StackStep { bw, grads, .. } = self.stack_step().expect("built above");
         let queue = &self.ctx.queue;
         queue.write_buffer(&bw.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
         let mut encoder = self.encoder("backward");
         self.write_state(&mut encoder, &bw.grad_states_n, grad_state);
-        self.record_backward(&mut encoder);
+        bw.record(&mut encoder);
         let reads = [
             (&bw.grad_x[0], t_len * b * cfg.input_size),
             (&bw.grad_states0, (bw.grad_states0.size() / 4) as usize),

@@ -12,19 +12,20 @@
 
 pub mod checkpoint;
 pub mod data;
+mod gpu;
 mod loss;
 mod optim;
 pub mod series;
 
 use rand::SeedableRng;
 
+pub use gpu::GpuTrainer;
 pub use loss::{mean_square, mse, softmax_xent};
 pub use optim::{Optimizer, clip_scale, squared_norm, update};
 
 use crate::config::RnnConfig;
 use crate::cpu::{self, Input};
 use crate::error::{Error, Result};
-use crate::gpu::GpuTrainer;
 use crate::model::Device;
 use crate::params::{ParamLayout, RnnParams};
 use crate::state::State;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wgpu_rnn::gpu::{CostConstants, GpuContext, GpuRnn, GpuTrainer};
+use wgpu_rnn::gpu::{CostConstants, GpuContext, GpuRnn};
 use wgpu_rnn::suite::{Case, Suite};
-use wgpu_rnn::train::TrainState;
+use wgpu_rnn::train::{GpuTrainer, TrainState};
 use wgpu_rnn::{Device, Error, Result, Rnn, RnnConfig, RnnParams, Tensor};
 
 /// What `bench` runs.
