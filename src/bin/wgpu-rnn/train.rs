@@ -301,8 +301,8 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
                 ));
             }
             let v = corpus.vocab.len();
-            let config = RnnConfig::new(hyper.cell, v, hyper.hidden.unwrap_or(256))
-            .layers(hyper.layers);
+            let config =
+                RnnConfig::new(hyper.cell, v, hyper.hidden.unwrap_or(256)).layers(hyper.layers);
             let model = SeqModel::new(config, Task::Tokens { vocab: v }, hyper.seed)?;
             (
                 TrainState::new(model),
@@ -433,8 +433,8 @@ pub fn predict(
         }
         None => {
             let config = RnnConfig::new(hyper.cell, 1, hyper.hidden.unwrap_or(32))
-            .layers(hyper.layers)
-            .bidirectional(hyper.bidirectional);
+                .layers(hyper.layers)
+                .bidirectional(hyper.bidirectional);
             let model = SeqModel::new(config, Task::Regression { outputs: 1 }, hyper.seed)?;
             (
                 TrainState::new(model),
