@@ -34,14 +34,16 @@ fn resume_reproduces_the_uninterrupted_run() {
     let v = corpus.vocab.len();
     let dir = std::env::temp_dir().join(format!("wgpu-rnn-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (opt, clip) in [
-        (Optimizer::adam(3e-3), Some(1.0)),
-        (Optimizer::sgd(0.05, 0.9), None),
-        (Optimizer::adagrad(0.05), Some(5.0)),
+    for (opt, clip, cell) in [
+        (Optimizer::adam(3e-3), Some(1.0), Cell::RnnTanh),
+        (Optimizer::sgd(0.05, 0.9), None, Cell::RnnTanh),
+        (Optimizer::adagrad(0.05), Some(5.0), Cell::RnnTanh),
+        (Optimizer::adam(3e-3), Some(1.0), Cell::Lstm),
+        (Optimizer::sgd(0.05, 0.9), Some(1.0), Cell::Gru),
     ] {
         for device in [Device::Cpu, Device::Gpu(common::gpu())] {
             let model = SeqModel::new(
-                RnnConfig::new(Cell::RnnTanh, v, 24).layers(2),
+                RnnConfig::new(cell, v, 24).layers(2),
                 Task::Tokens { vocab: v },
                 5,
             )
@@ -61,7 +63,7 @@ fn resume_reproduces_the_uninterrupted_run() {
             );
             let (half, rng_half) = run(&device, TrainState::new(model), cfg, rng, 3, &corpus.train);
             let path = dir.join(format!(
-                "{}-{}.safetensors",
+                "{}-{cell}-{}.safetensors",
                 opt.name(),
                 matches!(device, Device::Cpu)
             ));
@@ -79,11 +81,16 @@ fn resume_reproduces_the_uninterrupted_run() {
             assert_eq!(c.train, cfg);
             assert_eq!(c.meta["vocab"], corpus.vocab.as_string());
             assert_eq!(c.state.step, 3);
+            assert_eq!(
+                c.state.model.config().cell,
+                cell,
+                "the checkpoint records the cell"
+            );
             let (resumed, _) = run(&device, c.state, c.train, c.rng, 8, &corpus.train);
             assert_eq!(resumed.step, 8);
             assert!(
                 resumed == full,
-                "{} on {}: resumed run differs from the uninterrupted one",
+                "{} {cell} on {}: resumed run differs from the uninterrupted one",
                 opt.name(),
                 device.describe()
             );

@@ -548,3 +548,73 @@ fn models_saved_from_larger_modules_load_by_prefix() {
     std::fs::remove_file(one).ok();
     std::fs::remove_file(two).ok();
 }
+
+/// `train --cell` for the gated cells on both devices, then `sample` from the checkpoint,
+/// which records the cell (the state carries c from character to character).
+#[test]
+fn every_cell_trains_and_samples() {
+    let dir = tmp("cells");
+    for (cell, device) in [
+        ("lstm", "gpu"),
+        ("gru", "cpu"),
+        ("lstm", "cpu"),
+        ("gru", "gpu"),
+    ] {
+        let out = dir.join(format!("{cell}-{device}"));
+        let o = out.to_str().unwrap();
+        let r = cli(&[
+            "train",
+            "--cell",
+            cell,
+            "--layers",
+            "2",
+            "--steps",
+            "6",
+            "--hidden",
+            "12",
+            "--batch",
+            "3",
+            "--seq",
+            "10",
+            "--eval-every",
+            "0",
+            "--device",
+            device,
+            "--out",
+            o,
+        ]);
+        let stdout = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success(),
+            "{cell} on {device}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("model: {cell} H=12 L=2")),
+            "{stdout}"
+        );
+        let ckpt = out.join("checkpoint.safetensors");
+        let r = cli(&[
+            "sample",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--len",
+            "20",
+            "--prime",
+            "The ",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let text = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            text.starts_with("The ") && text.chars().count() >= 24,
+            "{text:?}"
+        );
+    }
+    let r = cli(&["train", "--cell", "lstn", "--steps", "1"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("lstn") && err.contains("gru"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

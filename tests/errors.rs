@@ -991,9 +991,7 @@ fn training_inputs_that_do_not_fit_the_model_are_errors() {
         inputs: vec![0, 1],
         targets: vec![1, 2],
     };
-    let err = model
-        .evaluate(&b, Some(&Tensor::zeros(&[1, 2, 4])))
-        .unwrap_err();
+    let err = model.evaluate(&b, &Tensor::zeros(&[1, 2, 4])).unwrap_err();
     assert_msg(&err, &["h0", "[1, 1, 4]", "[1, 2, 4]"]);
     // Truncated BPTT needs T + 1 characters per stream.
     let err = wgpu_rnn::train::data::stream_batch(&[0; 10], 4, 0, 0).unwrap_err();

@@ -35,6 +35,10 @@ fn models() -> Vec<(SeqModel, Batch, &'static str)> {
         .layers(2)
         .bidirectional(true);
     let reg = RnnConfig::new(Cell::RnnRelu, 3, 65).bias(false);
+    let lstm = RnnConfig::new(Cell::Lstm, 11, 9)
+        .layers(2)
+        .bidirectional(true);
+    let gru = RnnConfig::new(Cell::Gru, 3, 65).layers(2);
     vec![
         (
             SeqModel::new(tok, Task::Tokens { vocab: 11 }, 1).unwrap(),
@@ -45,6 +49,16 @@ fn models() -> Vec<(SeqModel, Batch, &'static str)> {
             SeqModel::new(reg, Task::Regression { outputs: 2 }, 2).unwrap(),
             value_batch(13, 3, 3, 2, 4),
             "regression, relu, no bias",
+        ),
+        (
+            SeqModel::new(lstm, Task::Tokens { vocab: 11 }, 3).unwrap(),
+            token_batch(9, 5, 11, 5),
+            "tokens, LSTM, 2 layers, bidirectional",
+        ),
+        (
+            SeqModel::new(gru, Task::Regression { outputs: 2 }, 4).unwrap(),
+            value_batch(13, 3, 3, 2, 6),
+            "regression, GRU, 2 layers",
         ),
     ]
 }
@@ -205,31 +219,40 @@ fn truncated_bptt_carries_the_hidden_state() {
         optimizer: Optimizer::sgd(0.0, 0.0),
         clip_norm: None,
     };
-    let (model, _, _) = models().remove(0);
-    let chunks: Vec<Batch> = (0..3).map(|i| token_batch(6, 4, 11, 10 + i)).collect();
-    let mut h = None;
-    let mut want = Vec::new();
-    for c in &chunks {
-        let (loss, h_n) = model.evaluate(c, h.as_ref()).unwrap();
-        want.push(loss);
-        h = Some(h_n);
-    }
-    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
-        let mut tr = Trainer::new(TrainState::new(model.clone()), cfg, &device).unwrap();
-        for (i, c) in chunks.iter().enumerate() {
-            tr.step(c, true).unwrap();
-            let got = tr.loss().unwrap();
-            assert!(
-                (got - want[i]).abs() < 1e-5,
-                "{}: chunk {i}: {got} vs {}",
-                device.describe(),
-                want[i]
-            );
+    // Every token model: Elman, and LSTM, whose c carries too.
+    for (model, _, _) in models()
+        .into_iter()
+        .filter(|(m, _, _)| matches!(m.task, Task::Tokens { .. }))
+    {
+        let chunks: Vec<Batch> = (0..3).map(|i| token_batch(6, 4, 11, 10 + i)).collect();
+        let (mut h, mut c_state) = (None, None);
+        let mut want = Vec::new();
+        for c in &chunks {
+            let state = wgpu_rnn::State {
+                h: h.as_ref(),
+                c: c_state.as_ref(),
+            };
+            let (loss, h_n, c_n) = model.evaluate(c, state).unwrap();
+            want.push(loss);
+            (h, c_state) = (Some(h_n), c_n);
         }
-        // Without carry, every chunk starts from zeros: the first loss of a fresh state.
-        tr.step(&chunks[1], false).unwrap();
-        let zero = model.evaluate(&chunks[1], None).unwrap().0;
-        assert!((tr.loss().unwrap() - zero).abs() < 1e-5);
+        for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+            let mut tr = Trainer::new(TrainState::new(model.clone()), cfg, &device).unwrap();
+            for (i, c) in chunks.iter().enumerate() {
+                tr.step(c, true).unwrap();
+                let got = tr.loss().unwrap();
+                assert!(
+                    (got - want[i]).abs() < 1e-5,
+                    "{}: chunk {i}: {got} vs {}",
+                    device.describe(),
+                    want[i]
+                );
+            }
+            // Without carry, every chunk starts from zeros: the first loss of a fresh state.
+            tr.step(&chunks[1], false).unwrap();
+            let zero = model.evaluate(&chunks[1], None).unwrap().0;
+            assert!((tr.loss().unwrap() - zero).abs() < 1e-5);
+        }
     }
 }
 
@@ -434,7 +457,7 @@ fn mean_square_loss_is_the_mean_of_the_squared_output() {
             (from_rnn - want).abs() <= 1e-5 * want,
             "{what}: {from_rnn} vs {want}"
         );
-        let (eval, _) = model.evaluate(&batch, None).unwrap();
+        let (eval, _, _) = model.evaluate(&batch, None).unwrap();
         assert!(
             (eval - want).abs() <= 1e-5 * want,
             "{what}: evaluate {eval} vs {want}"

@@ -230,28 +230,31 @@ impl SeqModel {
         }
     }
 
-    /// Mean loss of the model on `batch` with zero initial state, computed on the CPU
-    /// (forward only). Returns the loss and `h_n`.
+    /// Mean loss of the model on `batch` from the initial `state` (`h0`, and `c0` for
+    /// LSTM; zeros when absent), computed on the CPU (forward only). Returns the loss, `h_n`
+    /// and `c_n` (for cells with a cell state), which carry into the next chunk of a long
+    /// sequence.
     ///
     /// # Errors
-    /// As [`SeqModel::check_batch`].
-    pub fn evaluate(&self, batch: &Batch, h0: Option<&Tensor>) -> Result<(f64, Tensor)> {
+    /// As [`SeqModel::check_batch`]; [`Error::Shape`] naming `h0` or `c0`.
+    pub fn evaluate<'a>(
+        &self,
+        batch: &Batch,
+        state: impl Into<State<'a>>,
+    ) -> Result<(f64, Tensor, Option<Tensor>)> {
+        let state = state.into();
         let (t, b) = self.check_batch(batch)?;
-        if let Some(h0) = h0 {
-            let c = self.config();
-            h0.expect_shape("h0", &[c.num_layers * c.directions(), b, c.hidden_size])?;
-            h0.expect_finite("h0")?;
-        }
-        let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), h0.into())?;
+        state.check(self.config(), b, ["h0", "c0"], true)?;
+        let (out, _) = cpu::forward_trace_input(&self.rnn, batch.input(t, b), state)?;
         if self.task == Task::MeanSquare {
-            return Ok((mean_square(&mut out.output.into_data()), out.h_n));
+            return Ok((mean_square(&mut out.output.into_data()), out.h_n, out.c_n));
         }
         let mut z = self.head(&out.output);
         let loss = match batch {
             Batch::Tokens { targets, .. } => softmax_xent(&mut z, self.task.outputs(), targets),
             Batch::Values { target, .. } => mse(&mut z, target.data()),
         };
-        Ok((loss, out.h_n))
+        Ok((loss, out.h_n, out.c_n))
     }
 
     /// `z = y·Wᵀ + b` for `y` `[T, B, D·H]`, as `[T·B, O]`.
@@ -404,7 +407,8 @@ impl TrainState {
 /// The CPU trainer: the same step as the GPU's, with host arithmetic.
 struct CpuTrainer {
     state: TrainState,
-    h_n: Option<Tensor>,
+    /// The last step's final state `(h_n, c_n)`, carried into the next chunk.
+    h_n: Option<(Tensor, Option<Tensor>)>,
     last_shape: Option<(usize, usize)>,
     loss: f64,
 }
@@ -418,7 +422,11 @@ impl CpuTrainer {
         let h0 = h0.filter(|_| self.last_shape == Some((t, b)));
         self.last_shape = Some((t, b));
         let input = batch.input(t, b);
-        let (out, ys) = cpu::forward_trace_input(&model.rnn, input, h0.as_ref().into())?;
+        let state = State {
+            h: h0.as_ref().map(|s| &s.0),
+            c: h0.as_ref().and_then(|s| s.1.as_ref()),
+        };
+        let (out, ys) = cpu::forward_trace_input(&model.rnn, input, state)?;
         let (d_y, g_w, g_b) = if model.task == Task::MeanSquare {
             // No head: ∂L/∂y = 2y/N straight into the stack's backward pass.
             let mut d_y = out.output.clone();
@@ -429,14 +437,8 @@ impl CpuTrainer {
             self.loss = loss;
             (d_y, g_w, g_b)
         };
-        let (_, _, _, g_rnn) = cpu::backward_input(
-            &model.rnn,
-            input,
-            h0.as_ref().into(),
-            &ys,
-            &d_y,
-            State::default(),
-        )?;
+        let (_, _, _, g_rnn) =
+            cpu::backward_input(&model.rnn, input, state, &ys, &d_y, State::default())?;
         let mut grads = ParamLayout::new(model.config()).flatten(&g_rnn);
         let split = grads.len();
         grads.extend_from_slice(&g_w);
@@ -460,7 +462,7 @@ impl CpuTrainer {
             &mut st.m2,
         );
         st.model.set_flat(&flat);
-        self.h_n = Some(out.h_n);
+        self.h_n = Some((out.h_n, out.c_n));
         Ok(())
     }
 }
@@ -684,7 +686,8 @@ pub fn sample(
         vec![1, 1, dh],
         out.output.data()[(prime.len() - 1) * dh..].to_vec(),
     )?;
-    let mut h = out.h_n;
+    // The state carries h and, for LSTM, c from one character to the next.
+    let (mut h, mut c) = (out.h_n, out.c_n);
     let mut tokens = Vec::with_capacity(len);
     for _ in 0..len {
         let z = model.head(&last);
@@ -712,10 +715,13 @@ pub fn sample(
                 t: 1,
                 b: 1,
             },
-            (&h).into(),
+            State {
+                h: Some(&h),
+                c: c.as_ref(),
+            },
         )?;
         last = o.output;
-        h = o.h_n;
+        (h, c) = (o.h_n, o.c_n);
     }
     Ok(tokens)
 }
