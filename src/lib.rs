@@ -6,23 +6,30 @@
 //!
 //! ## What it computes
 //!
-//! PyTorch's `nn.RNN`, with the same equations, weight names and layouts. For layer `l`,
-//! direction `d` and step `t`:
+//! PyTorch's `nn.RNN`, `nn.LSTM` and `nn.GRU`, with the same equations, weight names and
+//! layouts. For layer `l`, direction `d` and step `t` ([`Cell`]):
 //!
 //! ```text
-//! h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)      act = tanh or relu
+//! Elman  h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)            act = tanh or relu
+//! LSTM   i,f,g,o = σ,σ,tanh,σ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
+//!        c_t = f⊙c_{t-1} + i⊙g,  h_t = o⊙tanh(c_t)
+//! GRU    r,z = σ(W_i{r,z} x_t + b_i{r,z} + W_h{r,z} h_{t-1} + b_h{r,z})
+//!        n = tanh(W_in x_t + b_in + r⊙(W_hn h_{t-1} + b_hn)),  h_t = (1-z)⊙n + z⊙h_{t-1}
 //! ```
 //!
 //! where `x_t` is the input for layer 0 and the output of the layer below otherwise, and the
-//! reverse direction runs `t = T-1 .. 0`.
+//! reverse direction runs `t = T-1 .. 0`. What distinguishes one cell from another is in
+//! [`cell`]: the engine's passes are the same for all.
 //!
 //! ## Data layout
 //!
 //! Row-major tensors, time-major sequences (PyTorch's `batch_first=False`):
 //! `input` `[T, B, I]`, `output` `[T, B, D·H]` (forward direction's `H` first),
-//! `h0`/`h_n` `[L·D, B, H]` indexed `layer·D + direction`. Weights as PyTorch names them:
-//! `weight_ih_l{k}` `[G·H, I_l]`, `weight_hh_l{k}` `[G·H, H]`, `bias_ih_l{k}`, `bias_hh_l{k}`
-//! `[G·H]`, with `_reverse` for the backward direction (`G = 1` for Elman cells).
+//! `h0`/`h_n` (and `c0`/`c_n` for LSTM) `[L·D, B, H]` indexed `layer·D + direction`, passed
+//! as a [`State`]. Weights as PyTorch names them: `weight_ih_l{k}` `[G·H, I_l]`,
+//! `weight_hh_l{k}` `[G·H, H]`, `bias_ih_l{k}`, `bias_hh_l{k}` `[G·H]`, with `_reverse` for
+//! the backward direction (`G` = 1 for Elman, 4 for LSTM in the order i, f, g, o, 3 for GRU in
+//! the order r, z, n).
 //!
 //! ## Adapters
 //!
@@ -45,7 +52,8 @@
 //!    `grad_output`) are an error naming the tensor. Values that become non-finite during the
 //!    computation propagate as in PyTorch's float32 CPU path, forward and backward:
 //!    `relu(NaN) = NaN`, relu's gradient is blocked only where its output is `<= 0`,
-//!    `tanh(±inf) = ±1`, `tanh(NaN) = NaN`, and a NaN gradient norm makes clipping's scale NaN.
+//!    `tanh(±inf) = ±1`, `tanh(NaN) = NaN`, `σ(-inf) = 0`, `σ(inf) = 1`, `σ(NaN) = NaN`, and
+//!    a NaN gradient norm makes clipping's scale NaN.
 //!    WGSL promises nothing for NaN in `max`, `min` or `clamp` and lets a compiler assume
 //!    there is none, so kernels test NaN on the bits and choose with `select`.
 //! 3. **No hand-written parsers for standard formats.** CSV, safetensors and command lines are
