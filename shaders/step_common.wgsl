@@ -62,6 +62,28 @@ fn saved_at(s: Site, t: u32, slot: u32, jj: u32) -> u32 {
     return ((t * dims.batch + s.bb) * dims.dirs + s.d) * sh + slot * dims.hidden + jj;
 }
 
+// Where an invocation works: units j..j+3 (the lanes), batch rows b0..b0+7, direction d, at
+// the step's time index t of that direction; tp is the time before it in the direction's
+// order (its h_prev), tn the time after it (the step the backward pass processed before).
+struct Place {
+    j: u32,
+    b0: u32,
+    d: u32,
+    t: u32,
+    tp: u32,
+    tn: u32,
+}
+
+fn place_of(lid: u32, wid: vec3<u32>) -> Place {
+    var p = Place((wid.x * WG + lid) * 4u, wid.y * 8u, wid.z, step.t_fwd, step.t_fwd - 1u, step.t_fwd + 1u);
+    if (wid.z == 1u) {
+        p.t = step.t_rev;
+        p.tp = step.t_rev + 1u;
+        p.tn = step.t_rev - 1u;
+    }
+    return p;
+}
+
 // The recurrent product both cores run, for one thread's 8 batch rows b0.. and 4 units
 // j..j+3 (the lanes): acc.r[r] = sum_{k < k_len} staged(b0 + r, k, d, t_src) * W[k, j..j+3],
 // where W's row k starts at w_base + k * w_stride and `weight4` reads it (each core defines

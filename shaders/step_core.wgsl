@@ -39,20 +39,6 @@ override WG: u32;
 @group(0) @binding(6) var<storage, read_write> states_n: array<f32>; // h_n [L*D, B, H], then c_n
 @group(0) @binding(7) var<storage, read_write> saved: array<f32>;  // [T, B, D, S*H]
 
-// The staged operand of the product (step_common.wgsl, product8): h_prev, row bb, column kk
-// of direction d; h0 at the first step, else the layer's output at time t_src.
-fn staged(bb: u32, kk: u32, d: u32, t_src: u32) -> f32 {
-    if (step.first != 0u) {
-        return states0[((dims.state0 + d) * dims.batch + bb) * dims.hidden + kk];
-    }
-    return y[(t_src * dims.batch + bb) * dims.dirs * dims.hidden + d * dims.hidden + kk];
-}
-
-// W_hh^T[k][c .. c + 3] at `at`.
-fn weight4(at: u32) -> vec4<f32> {
-    return vec4<f32>(w_hh_t[at], w_hh_t[at + 1u], w_hh_t[at + 2u], w_hh_t[at + 3u]);
-}
-
 @compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -60,23 +46,15 @@ fn main(
 ) {
     let hid = dims.hidden;
     let gh = GATES * hid;
-    let j = (wid.x * WG + lid.x) * 4u;
-    let b0 = wid.y * 8u;
-    let d = wid.z;
-    var t = step.t_fwd;
-    var tp = step.t_fwd - 1u;
-    if (d == 1u) {
-        t = step.t_rev;
-        tp = step.t_rev + 1u;
-    }
-    // rec[g * 8 + r]: gate block g, batch row b0 + r, units j..j+3 in the lanes.
+    let p = place_of(lid.x, wid);
+    // rec[g * 8 + r]: gate block g, batch row p.b0 + r, units p.j..p.j+3 in the lanes.
     var rec: array<vec4<f32>, 8 * GATES>;
     for (var g = 0u; g < GATES; g++) {
-        let w_base = d * hid * gh + g * hid + j;
-        let a = product8(lid.x, j < hid, b0, d, tp, hid, w_base, gh);
+        let w_base = p.d * hid * gh + g * hid + p.j;
+        let a = product8(lid.x, p.j < hid, p.b0, p.d, p.tp, hid, w_base, gh);
         var bias = vec4<f32>(0.0);
         if (SPLIT) {
-            bias = weight4(dims.dirs * hid * gh + d * gh + g * hid + j);
+            bias = weight4(dims.dirs * hid * gh + p.d * gh + g * hid + p.j);
         }
         rec[g * 8u] = a.r0 + bias;
         rec[g * 8u + 1u] = a.r1 + bias;
@@ -90,13 +68,13 @@ fn main(
     let first = step.first != 0u;
     let last = step.last != 0u;
     for (var r = 0u; r < 8u; r++) {
-        let bb = b0 + r;
+        let bb = p.b0 + r;
         if (bb >= dims.batch) {
             break;
         }
-        let s = Site(t, tp, d, bb, first, last);
+        let s = Site(p.t, p.tp, p.d, bb, first, last);
         for (var u = 0u; u < 4u; u++) {
-            let jj = j + u;
+            let jj = p.j + u;
             if (jj >= hid) {
                 break;
             }
@@ -112,4 +90,18 @@ fn main(
 // Index of gate block g, unit jj of (s.t, s.bb) in the projection: [T, B, D*G*H].
 fn proj_at(s: Site, g: u32, jj: u32) -> u32 {
     return gate_at(s, g, jj);
+}
+
+// The staged operand of the product (step_common.wgsl, product8): h_prev, row bb, column kk
+// of direction d; h0 at the first step, else the layer's output at time t_src.
+fn staged(bb: u32, kk: u32, d: u32, t_src: u32) -> f32 {
+    if (step.first != 0u) {
+        return states0[((dims.state0 + d) * dims.batch + bb) * dims.hidden + kk];
+    }
+    return y[(t_src * dims.batch + bb) * dims.dirs * dims.hidden + d * dims.hidden + kk];
+}
+
+// W_hh^T[k][c .. c + 3] at `at`.
+fn weight4(at: u32) -> vec4<f32> {
+    return vec4<f32>(w_hh_t[at], w_hh_t[at + 1u], w_hh_t[at + 2u], w_hh_t[at + 3u]);
 }

@@ -53,38 +53,28 @@ fn weight4(at: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    let p = place_of(lid.x, wid);
     let hid = dims.hidden;
     let gh = GATES * hid;
-    let j = (wid.x * WG + lid.x) * 4u;
-    let b0 = wid.y * 8u;
-    let d = wid.z;
-    var t = step.t_fwd;
-    var tn = step.t_fwd + 1u;
-    var tp = step.t_fwd - 1u;
-    if (d == 1u) {
-        t = step.t_rev;
-        tn = step.t_rev - 1u;
-        tp = step.t_rev + 1u;
-    }
-    // acc: the carried gradient of batch rows b0.., units j..j+3 in the lanes.
+    // acc: the carried gradient of batch rows p.b0.., units p.j..p.j+3 in the lanes.
     let z = vec4<f32>(0.0);
     var acc = Acc8(z, z, z, z, z, z, z, z);
     let first_bwd = step.last != 0u;
     if (!first_bwd) {
-        acc = product8(lid.x, j < hid, b0, d, tn, gh, dims.w_off + d * gh * hid + j, hid);
+        acc = product8(lid.x, p.j < hid, p.b0, p.d, p.tn, gh, dims.w_off + p.d * gh * hid + p.j, hid);
     }
-    let s = Site(t, tp, d, b0, step.first != 0u, first_bwd);
-    finish(s, j, acc.r0);
-    finish(Site(t, tp, d, b0 + 1u, s.first, s.last), j, acc.r1);
-    finish(Site(t, tp, d, b0 + 2u, s.first, s.last), j, acc.r2);
-    finish(Site(t, tp, d, b0 + 3u, s.first, s.last), j, acc.r3);
-    finish(Site(t, tp, d, b0 + 4u, s.first, s.last), j, acc.r4);
-    finish(Site(t, tp, d, b0 + 5u, s.first, s.last), j, acc.r5);
-    finish(Site(t, tp, d, b0 + 6u, s.first, s.last), j, acc.r6);
-    finish(Site(t, tp, d, b0 + 7u, s.first, s.last), j, acc.r7);
+    let s = Site(p.t, p.tp, p.d, p.b0, step.first != 0u, first_bwd);
+    finish(s, p.j, acc.r0);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 1u, s.first, s.last), p.j, acc.r1);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 2u, s.first, s.last), p.j, acc.r2);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 3u, s.first, s.last), p.j, acc.r3);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 4u, s.first, s.last), p.j, acc.r4);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 5u, s.first, s.last), p.j, acc.r5);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 6u, s.first, s.last), p.j, acc.r6);
+    finish(Site(p.t, p.tp, p.d, p.b0 + 7u, s.first, s.last), p.j, acc.r7);
 }
 
 // Units j .. j + 3 of row s.bb: the carried gradient (acc, or grad_h_n at the first backward
