@@ -75,7 +75,7 @@ struct Place {
 }
 
 fn place_of(lid: u32, wid: vec3<u32>) -> Place {
-    var p = Place((wid.x * WG + lid) * 4u, wid.y * 8u, wid.z, step.t_fwd, step.t_fwd - 1u, step.t_fwd + 1u);
+    var p = Place((wid.x * WG + lid) * UNITS, wid.y * ROWS, wid.z, step.t_fwd, step.t_fwd - 1u, step.t_fwd + 1u);
     if (wid.z == 1u) {
         p.t = step.t_rev;
         p.tp = step.t_rev + 1u;
@@ -96,9 +96,15 @@ struct Acc8 {
     r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
 }
 
-// [WG][2]: rows 0-3, rows 4-7 in the lanes. Sized for WG <= 64 (StepTunables): naga 30 cannot
-// yet specialise a workgroup array sized by an override.
-var<workgroup> tile: array<vec4<f32>, 128>;
+// ROWS, UNITS and MAX_WG come from src/gpu/kernels.rs (STEP_ROWS, STEP_THREAD_UNITS,
+// STEP_MAX_WG); the code here is written for 8 rows in 8 named accumulators and 4 units in the
+// lanes of a vec4, and says so.
+const_assert ROWS == 8u;
+const_assert UNITS == 4u;
+
+// [WG][2]: rows 0-3, rows 4-7 in the lanes. Sized for the largest WG (StepTunables): naga 30
+// cannot yet specialise a workgroup array sized by an override.
+var<workgroup> tile: array<vec4<f32>, ROWS / 4u * MAX_WG>;
 
 fn product8(lid: u32, j_valid: bool, b0: u32, d: u32, t_src: u32, k_len: u32, w_base: u32, w_stride: u32) -> Acc8 {
     let z = vec4<f32>(0.0);
@@ -108,7 +114,7 @@ fn product8(lid: u32, j_valid: bool, b0: u32, d: u32, t_src: u32, k_len: u32, w_
         var lo = vec4<f32>(0.0);
         var hi = vec4<f32>(0.0);
         if (kk < k_len) {
-            for (var r = 0u; r < 8u; r++) {
+            for (var r = 0u; r < ROWS; r++) {
                 let bb = b0 + r;
                 var v = 0.0;
                 if (bb < dims.batch) {

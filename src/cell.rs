@@ -12,16 +12,27 @@
 //! ([`CellSpec::wgsl_epilogue`]). The CPU loops, the GPU workspace and scheduler, the trainer
 //! and the file contract ask a cell through these traits and never match on [`Cell`].
 //!
-//! Adding a cell: one type implementing both traits, one epilogue file, one arm in
-//! [`spec`] and [`math`], and its tests.
+//! Adding a cell: a [`Cell`] variant (with its name in `Display` and [`Cell::ALL`]), one type
+//! here implementing both traits with an arm in [`spec`] and [`math`] (and [`for_gates`] if
+//! its gate count is new), one epilogue file in `shaders/cells/` with its `include_str!` in
+//! `src/gpu/kernels.rs`, and its tests. The traits are sealed: the engine runs the cells it
+//! knows.
 
 use crate::config::Cell;
 use crate::tensor::Float;
 
+mod sealed {
+    /// Only this crate's cells implement the cell traits.
+    pub trait Sealed {}
+    impl Sealed for super::Elman {}
+    impl Sealed for super::Lstm {}
+    impl Sealed for super::Gru {}
+}
+
 /// What the shared passes need to know about a cell.
 ///
 /// Sizes are per hidden unit: a quantity "of `n` units" is `n·H` floats per batch row.
-pub trait CellSpec: Sync {
+pub trait CellSpec: Sync + sealed::Sealed {
     /// The cell this describes.
     fn cell(&self) -> Cell;
 
@@ -77,6 +88,9 @@ pub trait CellSpec: Sync {
 /// Slices are one batch row's; `H` is the hidden size, `G` [`CellSpec::gates`], `S`
 /// [`CellSpec::saved_units`]. `c_*` slices are empty for cells without a cell state, `saved`
 /// is empty when `S = 0`.
+///
+/// # Panics
+/// When a slice is shorter than its stated length (the engine's loops size them).
 pub trait CellMath<T: Float>: CellSpec {
     /// One step forward.
     ///
@@ -141,6 +155,26 @@ pub fn math<T: Float>(cell: Cell) -> &'static dyn CellMath<T> {
         Cell::RnnRelu => &ELMAN_RELU,
         Cell::Lstm => &Lstm,
         Cell::Gru => &Gru,
+    }
+}
+
+/// The cell whose weights hold `gates` blocks of H rows: 1 is Elman (its nonlinearity from
+/// PyTorch's `nonlinearity` argument, `tanh` when `None`), 4 LSTM, 3 GRU. The other place,
+/// beside [`spec`] and [`math`], where a cell is chosen.
+///
+/// # Errors
+/// [`crate::Error::Config`] for another count or an unknown nonlinearity.
+pub fn for_gates(gates: usize, nonlinearity: Option<&str>) -> crate::Result<Cell> {
+    match gates {
+        1 => Cell::from_nonlinearity(nonlinearity.unwrap_or("tanh")),
+        _ => Cell::ALL
+            .into_iter()
+            .find(|c| c.gates() == gates && c.nonlinearity().is_none())
+            .ok_or_else(|| {
+                crate::Error::config(format!(
+                    "no cell has {gates} gate blocks (Elman 1, GRU 3, LSTM 4)"
+                ))
+            }),
     }
 }
 

@@ -28,7 +28,6 @@ impl Device {
     }
 }
 
-/// What the CPU's backward pass needs from the last forward: input, h0, layer outputs.
 /// The CPU's record of the last forward pass: input, `h0`, `c0` and the trace.
 type CpuTrace = (Tensor, Option<Tensor>, Option<Tensor>, Trace);
 
@@ -88,8 +87,12 @@ impl Rnn {
     /// `[T, B, I]`, `state` the initial [`State`] `h0` (and `c0`) `[L·D, B, H]` each, zeros
     /// when absent; returns `output` `[T, B, D·H]`, `h_n` (and `c_n`) `[L·D, B, H]`.
     ///
+    /// For an LSTM, `&h0` alone means `c0 = 0` (PyTorch asks for both or neither).
+    ///
     /// # Errors
-    /// [`crate::Error::Shape`] naming `input`, `h0` or `c0`; on the GPU also
+    /// [`crate::Error::Shape`] naming `input`, `h0` or `c0`; [`crate::Error::Config`] when `T`
+    /// or `B` is 0 or a `c0` is given to a cell without a cell state;
+    /// [`crate::Error::NonFinite`] naming a tensor holding NaN or infinity; on the GPU also
     /// [`crate::Error::Limit`] and [`crate::Error::Gpu`].
     pub fn forward<'a>(
         &mut self,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rand::{RngExt, SeedableRng};
 
-use crate::config::{Cell, RnnConfig};
+use crate::config::RnnConfig;
 use crate::error::{Error, Result};
 use crate::io::TensorFile;
 use crate::tensor::{Float, Tensor};
@@ -184,8 +184,9 @@ impl<T: Float> RnnParams<T> {
         }
     }
 
-    /// The parameters under PyTorch's names (f32), with metadata `nonlinearity`,
-    /// as `torch.nn.RNN.state_dict()` saved by `safetensors.torch.save_file` holds them.
+    /// The parameters under PyTorch's names (f32), as the `state_dict()` of the matching
+    /// `torch.nn.RNN`, `nn.LSTM` or `nn.GRU` saved by `safetensors.torch.save_file` holds them;
+    /// an Elman cell's nonlinearity in metadata `nonlinearity`.
     pub fn to_tensor_file(&self) -> TensorFile {
         let mut file = TensorFile::default();
         for (i, p) in self.layers.iter().enumerate() {
@@ -204,8 +205,8 @@ impl<T: Float> RnnParams<T> {
         file
     }
 
-    /// Writes a safetensors file that `torch.nn.RNN.load_state_dict` accepts
-    /// (after `safetensors.torch.load_file`). Written atomically.
+    /// Writes a safetensors file that `load_state_dict` of the matching `torch.nn.RNN`,
+    /// `nn.LSTM` or `nn.GRU` accepts (after `safetensors.torch.load_file`). Written atomically.
     ///
     /// # Errors
     /// [`Error::Io`] when the file cannot be written.
@@ -215,8 +216,8 @@ impl<T: Float> RnnParams<T> {
 }
 
 impl RnnParams<f32> {
-    /// Reads a PyTorch `nn.RNN` state_dict saved with safetensors, inferring the config
-    /// (see [`RnnParams::from_tensor_file`]).
+    /// Reads a PyTorch `nn.RNN`, `nn.LSTM` or `nn.GRU` state_dict saved with safetensors,
+    /// inferring the config (see [`RnnParams::from_tensor_file`]).
     ///
     /// # Errors
     /// As [`TensorFile::read`] and [`RnnParams::from_tensor_file`].
@@ -268,6 +269,8 @@ impl RnnParams<f32> {
     ) -> Result<Self> {
         let found = Self::stack_prefixes(&file);
         let prefix = match prefix {
+            // A module path as PyTorch prints it (`encoder.rnn`) names the same prefix.
+            Some(p) if !p.is_empty() && !p.ends_with('.') => format!("{p}."),
             Some(p) => p.to_string(),
             None => match found.as_slice() {
                 [] => String::new(),
@@ -287,6 +290,12 @@ impl RnnParams<f32> {
         };
         if prefix.is_empty() {
             return Self::from_tensor_file(file, source);
+        }
+        if !found.contains(&prefix) && file.tensors.keys().any(|n| n.starts_with(&prefix)) {
+            return Err(Error::Config(format!(
+                "{source}: no recurrent stack directly under the prefix {prefix:?}; stacks \
+                 were found under {found:?}"
+            )));
         }
         let names: Vec<String> = file
             .tensors
@@ -318,7 +327,8 @@ impl RnnParams<f32> {
     /// from metadata `nonlinearity` (`tanh` when absent).
     ///
     /// # Errors
-    /// [`Error::UnknownTensor`] for a name that is not an Elman parameter,
+    /// [`Error::UnknownTensor`] for a name that is not a parameter of a recurrent stack (a
+    /// projection's `weight_hr_l{k}` included: `proj_size` is not supported yet),
     /// [`Error::MissingTensor`] for a gap (a missing layer, bias or direction),
     /// [`Error::Shape`] for a shape that disagrees with the others,
     /// [`Error::Config`] for a bad `nonlinearity` or weights that disagree on the gate count.
@@ -329,6 +339,11 @@ impl RnnParams<f32> {
         let mut reverse = false;
         let mut bias = false;
         for name in file.tensors.keys() {
+            if name.starts_with("weight_hr_l") {
+                return Err(Error::Config(format!(
+                    "{name}: an LSTM with a projection (proj_size) is not supported yet"
+                )));
+            }
             let parsed = parse_param_name(name).ok_or_else(|| Error::UnknownTensor {
                 name: name.clone(),
                 source_name: source.into(),
@@ -388,32 +403,29 @@ impl RnnParams<f32> {
                 whh0.shape(),
             ));
         }
-        let cell = match rows / hidden_size {
-            1 => Cell::from_nonlinearity(
-                file.metadata
-                    .get("nonlinearity")
-                    .map(String::as_str)
-                    .unwrap_or("tanh"),
-            )?,
-            4 => Cell::Lstm,
-            3 => Cell::Gru,
-            _ => {
-                return Err(Error::shape(
-                    "weight_hh_l0",
-                    &[hidden_size, hidden_size],
-                    whh0.shape(),
-                ));
+        let nonlinearity = file.metadata.get("nonlinearity").map(String::as_str);
+        let cell = crate::cell::for_gates(rows / hidden_size, nonlinearity).map_err(|e| {
+            Error::Config(format!(
+                "weight_hh_l0 has shape {:?}, {} blocks of H = {hidden_size} rows: {e}",
+                whh0.shape(),
+                rows / hidden_size
+            ))
+        })?;
+        let gh = cell.gates() * hidden_size;
+        // Every weight must agree on the gate count G; name both tensors when one does not.
+        for (name, t) in &file.tensors {
+            let rows_t = t.shape().first().copied().unwrap_or(0);
+            let weight = ["weight_ih", "weight_hh", "bias"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            if weight && rows_t != gh && rows_t > 0 && rows_t % hidden_size == 0 {
+                return Err(Error::Config(format!(
+                    "{name} has {rows_t} = {}·{hidden_size} rows but weight_hh_l0 has {gh} = \
+                     {}·{hidden_size} ({cell}): the two disagree on the gate count",
+                    rows_t / hidden_size,
+                    cell.gates(),
+                )));
             }
-        };
-        // Every tensor must agree on the gate count G: weight_ih_l0's rows against
-        // weight_hh_l0's (the others are checked against the config below).
-        if wih0.shape()[0] != rows {
-            return Err(Error::Config(format!(
-                "weight_ih_l0 has {} rows but weight_hh_l0 has {rows} = {}·{hidden_size} \
-                 ({cell}): the two disagree on the gate count",
-                wih0.shape()[0],
-                rows / hidden_size,
-            )));
         }
         let config = RnnConfig {
             cell,
@@ -424,7 +436,6 @@ impl RnnParams<f32> {
             bias,
         };
         config.validate()?;
-        let gh = cell.gates() * hidden_size;
         let mut layers = Vec::new();
         for l in 0..num_layers {
             for d in 0..config.directions() {

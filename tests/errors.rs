@@ -353,6 +353,60 @@ fn file_with_gated_weights() {
             ],
         );
     }
+    // A deeper layer that disagrees is named with weight_hh_l0, too.
+    let mut file = TensorFile::default();
+    let (i, h) = (4, 3);
+    for (n, shape) in [
+        ("weight_ih_l0", vec![4 * h, i]),
+        ("weight_hh_l0", vec![4 * h, h]),
+        ("weight_ih_l1", vec![4 * h, h]),
+        ("weight_hh_l1", vec![3 * h, h]),
+    ] {
+        file.tensors.insert(n.into(), Tensor::zeros(&shape));
+    }
+    let err = RnnParams::from_tensor_file(file, "mem").unwrap_err();
+    assert_msg(
+        &err,
+        &["weight_hh_l1", "weight_hh_l0", "gate count", "lstm"],
+    );
+    // No cell has 2 gate blocks; a projection is not supported yet.
+    let mut file = TensorFile::default();
+    file.tensors
+        .insert("weight_ih_l0".into(), Tensor::zeros(&[2 * h, i]));
+    file.tensors
+        .insert("weight_hh_l0".into(), Tensor::zeros(&[2 * h, h]));
+    let err = RnnParams::from_tensor_file(file, "mem").unwrap_err();
+    assert_msg(&err, &["weight_hh_l0", "2 gate blocks", "GRU 3, LSTM 4"]);
+    let mut file = TensorFile::default();
+    file.tensors
+        .insert("weight_ih_l0".into(), Tensor::zeros(&[4 * h, i]));
+    file.tensors
+        .insert("weight_hh_l0".into(), Tensor::zeros(&[4 * h, 2]));
+    file.tensors
+        .insert("weight_hr_l0".into(), Tensor::zeros(&[2, h]));
+    let err = RnnParams::from_tensor_file(file, "mem").unwrap_err();
+    assert_msg(&err, &["weight_hr_l0", "proj_size", "not supported yet"]);
+}
+
+/// A stack inside a larger module: `--prefix` with or without the trailing dot, and a prefix
+/// that holds no stack directly is an error listing the prefixes found.
+#[test]
+fn prefixes_pick_a_stack() {
+    let p = RnnParams::<f32>::random(RnnConfig::new(Cell::Gru, 3, 2), 5);
+    let mut file = TensorFile::default();
+    for (n, t) in p.to_tensor_file().tensors {
+        file.tensors.insert(format!("model.encoder.rnn.{n}"), t);
+    }
+    file.tensors
+        .insert("model.head.weight".into(), Tensor::zeros(&[1, 2]));
+    for prefix in [None, Some("model.encoder.rnn"), Some("model.encoder.rnn.")] {
+        let got = RnnParams::from_tensor_file_at(file.clone(), "mem", prefix).unwrap();
+        assert_eq!(got, p, "{prefix:?}");
+    }
+    let err = RnnParams::from_tensor_file_at(file.clone(), "mem", Some("model")).unwrap_err();
+    assert_msg(&err, &["\"model.\"", "model.encoder.rnn."]);
+    let err = RnnParams::from_tensor_file_at(file, "mem", Some("decoder")).unwrap_err();
+    assert_msg(&err, &["decoder.weight_hh_l0", "model.encoder.rnn."]);
 }
 
 #[test]

@@ -444,7 +444,7 @@ fn variant(i: usize, input_size: usize, hidden_size: usize) -> (RnnConfig, bool,
 #[test]
 fn gpu_gradients_hidden_sizes() {
     let (i_sz, _, t, b) = BASE;
-    for (i, h) in [1, 17, 63, 64, 65, 127].into_iter().enumerate() {
+    for (i, h) in [1, 3, 17, 63, 64, 65, 127, 257].into_iter().enumerate() {
         let (cfg, h0, ghn) = variant(i, i_sz, h);
         gpu_case(cfg, t, b, h0, ghn, 100 + 10 * i as u64);
     }
@@ -458,7 +458,7 @@ fn gpu_gradients_hidden_sizes() {
 #[test]
 fn gpu_gradients_batch_sizes() {
     let (i_sz, h, t, _) = BASE;
-    for (i, b) in [1, 3, 17, 65].into_iter().enumerate() {
+    for (i, b) in [1, 3, 17, 63, 64, 65, 127, 257].into_iter().enumerate() {
         let (cfg, h0, ghn) = variant(i + 1, i_sz, h);
         gpu_case(cfg, t, b, h0, ghn, 200 + 10 * i as u64);
     }
@@ -470,7 +470,7 @@ fn gpu_gradients_batch_sizes() {
 #[test]
 fn gpu_gradients_input_sizes() {
     let (_, h, t, b) = BASE;
-    for (i, i_sz) in [1, 17, 65].into_iter().enumerate() {
+    for (i, i_sz) in [1, 3, 17, 63, 64, 65, 127, 257].into_iter().enumerate() {
         let (cfg, h0, ghn) = variant(i + 2, i_sz, h);
         gpu_case(cfg, t, b, h0, ghn, 300 + 10 * i as u64);
     }

@@ -424,3 +424,26 @@ fn backends_reject_a_missing_entry_point() {
         );
     }
 }
+
+/// The step kernels' workgroup size is bounded by the staging tile; any allowed size composes,
+/// validates and translates (the variants a per-adapter rule may pick).
+#[test]
+fn step_tunables_are_bounded_and_every_size_compiles() {
+    use wgpu_rnn::Cell;
+    use wgpu_rnn::gpu::kernels::{STEP_MAX_WG, StepTunables};
+    assert!(StepTunables::new(0).is_err());
+    assert!(StepTunables::new(STEP_MAX_WG + 1).is_err());
+    for wg in [1, 32, STEP_MAX_WG] {
+        let tune = StepTunables::new(wg).unwrap();
+        for kernel in [
+            Kernel::Step(Cell::Lstm, tune),
+            Kernel::StepBwd(Cell::Gru, tune),
+        ] {
+            let (module, info) = compiled(kernel);
+            for (backend, translate) in BACKENDS {
+                translate(&module, &info, kernel.entry_point())
+                    .unwrap_or_else(|e| panic!("{kernel:?} on {backend}: {e}"));
+            }
+        }
+    }
+}

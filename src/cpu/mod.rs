@@ -1,8 +1,9 @@
 //! The CPU path: the same passes as the GPU, generic over `f32` and `f64`.
 //!
 //! It is the reference for the differential tests and a fair competitor in benchmarks: the
-//! input projection is one GEMM over all steps and each step one `[B, H] × [H, H]` GEMM, both
-//! through the `matrixmultiply` crate.
+//! input projection of all gates is one GEMM over all steps and each step one
+//! `[B, H] × [H, G·H]` GEMM, both through the `matrixmultiply` crate, then the cell's pointwise
+//! step ([`crate::cell::CellMath`]).
 
 mod backward;
 
@@ -243,7 +244,7 @@ pub(crate) fn split_bias<T: Float>(
 ///
 /// # Errors
 /// [`crate::Error::Shape`] naming `input`, `h0` or `c0` when a shape disagrees with the
-/// config.
+/// config; as [`check_inputs`] otherwise.
 ///
 /// # Example
 /// ```

@@ -54,21 +54,42 @@ pub const STEP_ROWS: u32 = 8;
 /// Hidden units per thread of the step kernels (the lanes of a `vec4`).
 pub const STEP_THREAD_UNITS: u32 = 4;
 
+/// The largest `WG` of the step kernels: the staging tile is sized for it (naga 30 cannot yet
+/// specialise a workgroup array sized by an override; it panics in `process_overrides`).
+pub const STEP_MAX_WG: u32 = 64;
+
 /// The tunables of the step kernels, passed to WGSL as `override` constants (the WGSL
 /// declares them without a value: this is the one place they are set) and part of the
 /// pipeline cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StepTunables {
-    /// `WG`: threads per workgroup, and columns of the recurrent product staged in workgroup
-    /// memory at a time; at most 64 (the staging tile's size: naga 30 cannot yet specialise a
-    /// workgroup array sized by an override, it panics in `process_overrides`). 64, measured on lavapipe (Mesa 22.3, 2 cores) with the suite's `mid`
-    /// and `charlm` cases when the kernel was written; a real GPU's core is a later kernel.
-    pub workgroup: u32,
+    workgroup: u32,
 }
 
 impl StepTunables {
-    /// The tunables of the software-adapter core (the only core so far).
+    /// The tunables of the software-adapter core (the only core so far): `WG` = 64, measured
+    /// on lavapipe (Mesa 22.3, 2 cores) with the suite's `mid` and `charlm` cases when the
+    /// kernel was written; a real GPU's core is a later kernel.
     pub const SOFTWARE: StepTunables = StepTunables { workgroup: 64 };
+
+    /// Tunables with `workgroup` threads per workgroup (`WG`, also the columns of the
+    /// recurrent product staged in workgroup memory at a time).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] unless `1 <= workgroup <= STEP_MAX_WG`.
+    pub fn new(workgroup: u32) -> crate::Result<Self> {
+        if !(1..=STEP_MAX_WG).contains(&workgroup) {
+            return Err(crate::Error::config(format!(
+                "step workgroup size: expected 1..={STEP_MAX_WG}, found {workgroup}"
+            )));
+        }
+        Ok(StepTunables { workgroup })
+    }
+
+    /// `WG`: threads per workgroup.
+    pub const fn workgroup(self) -> u32 {
+        self.workgroup
+    }
 
     /// Hidden units one workgroup covers.
     pub const fn units(self) -> u32 {
@@ -394,8 +415,10 @@ fn compose_step(cell: Cell, core: &str, backward: bool) -> String {
     let spec = cell.spec();
     let [common, forward, backward_part] = epilogue_parts(spec.wgsl_epilogue());
     format!(
-        "// {cell}: constants from src/cell.rs, then the core, then the cell's epilogue.\n\
-         const GATES: u32 = {}u;\nconst SAVED_UNITS: u32 = {}u;\nconst SPLIT: bool = {};\n\n\
+        "// {cell}: constants from src/cell.rs and src/gpu/kernels.rs, then the core, then the \
+         cell's epilogue.\nconst GATES: u32 = {}u;\nconst SAVED_UNITS: u32 = {}u;\n\
+         const SPLIT: bool = {};\nconst ROWS: u32 = {STEP_ROWS}u;\n\
+         const UNITS: u32 = {STEP_THREAD_UNITS}u;\nconst MAX_WG: u32 = {STEP_MAX_WG}u;\n\n\
          {STEP_COMMON}\n{core}\n{common}{}",
         spec.gates(),
         spec.saved_units(),

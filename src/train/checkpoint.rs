@@ -1,12 +1,13 @@
 //! Checkpoints: the whole training state in one safetensors file, written atomically.
 //!
 //! Tensors: the stack under PyTorch's names prefixed `rnn.`, the head as `head.weight` and
-//! `head.bias` (so `load_state_dict` works on a module with an `nn.RNN` named `rnn` and an
-//! `nn.Linear` named `head`; a [`Task::MeanSquare`] model has no head and saves none, so its
-//! `rnn.` tensors load into a bare `nn.RNN`), and the optimizer's moments `optim.m1`, `optim.m2` (flat, in the
-//! engine's parameter order). Metadata: the step, the optimizer and its hyperparameters, the
-//! clipping norm, the task, the data generator's state and any caller entries (a vocabulary,
-//! a normalisation).
+//! `head.bias` (so `load_state_dict` works on a module with an `nn.RNN`, `nn.LSTM` or `nn.GRU`
+//! named `rnn` and an `nn.Linear` named `head`; a [`Task::MeanSquare`] model has no head and
+//! saves none, so its `rnn.` tensors load into a bare stack), and the optimizer's moments
+//! `optim.m1`, `optim.m2` (flat, in the engine's parameter order). The cell follows from the
+//! weights' shapes. Metadata: the step, an Elman cell's nonlinearity, the optimizer and its
+//! hyperparameters, the clipping norm, the task, the data generator's state and any caller
+//! entries (a vocabulary, a normalisation).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -155,10 +156,18 @@ impl Checkpoint {
             let t = file.tensors.remove(&name).expect("listed");
             rnn_file.tensors.insert(name["rnn.".len()..].to_string(), t);
         }
-        if let Ok(n) = get("nonlinearity") {
-            rnn_file.metadata.insert("nonlinearity".into(), n.into());
+        let nonlinearity = get("nonlinearity");
+        if let Ok(n) = &nonlinearity {
+            rnn_file
+                .metadata
+                .insert("nonlinearity".into(), n.to_string());
         }
         let rnn = RnnParams::from_tensor_file(rnn_file, &src)?;
+        // The engine writes an Elman cell's nonlinearity; without it, a relu checkpoint would
+        // run as tanh.
+        if rnn.config().cell.nonlinearity().is_some() {
+            nonlinearity?;
+        }
         let outputs = num("outputs")? as usize;
         let task = match get("task")? {
             "tokens" => Task::Tokens { vocab: outputs },

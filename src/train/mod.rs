@@ -576,9 +576,9 @@ impl Trainer {
         Ok(Trainer { cfg, engine })
     }
 
-    /// One optimizer step on `batch`. With `carry`, the initial hidden state is the previous
-    /// step's `h_n` (truncated BPTT over consecutive chunks; the gradient stops at the chunk
-    /// boundary); otherwise zeros. On the GPU this submits and returns without waiting.
+    /// One optimizer step on `batch`. With `carry`, the initial state is the previous step's
+    /// `h_n` (and `c_n` for LSTM; truncated BPTT over consecutive chunks, the gradient stops
+    /// at the chunk boundary); otherwise zeros. On the GPU this submits and returns without waiting.
     ///
     /// # Errors
     /// As [`SeqModel::check_batch`]; GPU errors as [`Error::Gpu`].

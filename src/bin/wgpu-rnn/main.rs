@@ -87,11 +87,13 @@ struct ContractArgs {
 enum Command {
     /// List the adapters, the chosen one, its backend, limits and features.
     Info,
-    /// Run a PyTorch nn.RNN state_dict forward on a case file (see README: file contract).
+    /// Run a PyTorch nn.RNN, nn.LSTM or nn.GRU state_dict forward on a case file (see README:
+    /// file contract); writes `output`, `h_n` (and `c_n`).
     Forward(#[command(flatten)] ContractArgs),
-    /// Gradients of a PyTorch nn.RNN state_dict on a case file (see README: file contract):
-    /// the case also holds `grad_output` [T, B, D·H] and optional `grad_h_n`; the output also
-    /// gets `grad.input`, `grad.h0` and `grad.<parameter>`.
+    /// Gradients of a PyTorch nn.RNN, nn.LSTM or nn.GRU state_dict on a case file (see README:
+    /// file contract): the case also holds `grad_output` [T, B, D·H] and optional `grad_h_n`
+    /// (and `grad_c_n`); the output also gets `grad.input`, `grad.h0` (`grad.c0`) and
+    /// `grad.<parameter>`.
     Backward(#[command(flatten)] ContractArgs),
     /// Train a character-level language model on a text file (or the built-in corpus).
     Train {
