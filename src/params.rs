@@ -38,6 +38,9 @@ pub struct LayerParams<T = f32> {
 pub struct RnnParams<T = f32> {
     config: RnnConfig,
     layers: Vec<LayerParams<T>>,
+    /// Named as a single cell (`nn.RNNCell`, `nn.LSTMCell`, `nn.GRUCell`: `weight_ih`, ...
+    /// without a layer suffix) rather than as a stack; one layer, one direction.
+    single_cell: bool,
 }
 
 impl<T: Float> RnnParams<T> {
@@ -72,7 +75,11 @@ impl<T: Float> RnnParams<T> {
                 });
             }
         }
-        RnnParams { config, layers }
+        RnnParams {
+            config,
+            layers,
+            single_cell: false,
+        }
     }
 
     /// Builds parameters from per-layer tensors, checking every shape against `config`.
@@ -82,7 +89,11 @@ impl<T: Float> RnnParams<T> {
     /// PyTorch tensor whose shape is wrong, [`Error::MissingTensor`] for a bias that the
     /// config requires, [`Error::NonFinite`] for NaN or infinite weights.
     pub fn new(config: RnnConfig, layers: Vec<LayerParams<T>>) -> Result<Self> {
-        let p = RnnParams { config, layers };
+        let p = RnnParams {
+            config,
+            layers,
+            single_cell: false,
+        };
         p.validate()?;
         Ok(p)
     }
@@ -140,7 +151,11 @@ impl<T: Float> RnnParams<T> {
 
     /// Wraps layers without checking them (for gradients, which share the parameters' shapes).
     pub(crate) fn from_parts(config: RnnConfig, layers: Vec<LayerParams<T>>) -> Self {
-        RnnParams { config, layers }
+        RnnParams {
+            config,
+            layers,
+            single_cell: false,
+        }
     }
 
     /// The configuration.
@@ -170,6 +185,7 @@ impl<T: Float> RnnParams<T> {
     /// Converts to another float type.
     pub fn cast<U: Float>(&self) -> RnnParams<U> {
         RnnParams {
+            single_cell: self.single_cell,
             config: self.config,
             layers: self
                 .layers
@@ -184,6 +200,31 @@ impl<T: Float> RnnParams<T> {
         }
     }
 
+    /// Whether these parameters are named as a single cell (`nn.RNNCell`, `nn.LSTMCell`,
+    /// `nn.GRUCell`), as loaded from such a file; [`RnnParams::to_tensor_file`] then writes
+    /// that form back.
+    pub fn is_single_cell(&self) -> bool {
+        self.single_cell
+    }
+
+    /// These parameters named as a single cell (`single_cell = true`: `weight_ih`,
+    /// `weight_hh`, `bias_ih`, `bias_hh`, the state_dict of `nn.RNNCell`, `nn.LSTMCell` or
+    /// `nn.GRUCell`) or as a stack (`weight_ih_l0`, ...).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a single cell of more than one layer or direction.
+    pub fn named_as_single_cell(mut self, single_cell: bool) -> Result<Self> {
+        if single_cell && (self.config.num_layers != 1 || self.config.bidirectional) {
+            return Err(Error::config(format!(
+                "a single cell has one layer and one direction, found {} layer(s), \
+                 bidirectional = {}",
+                self.config.num_layers, self.config.bidirectional
+            )));
+        }
+        self.single_cell = single_cell;
+        Ok(self)
+    }
+
     /// The parameters under PyTorch's names (f32), as the `state_dict()` of the matching
     /// `torch.nn.RNN`, `nn.LSTM` or `nn.GRU` saved by `safetensors.torch.save_file` holds them;
     /// an Elman cell's nonlinearity in metadata `nonlinearity`.
@@ -191,7 +232,11 @@ impl<T: Float> RnnParams<T> {
         let mut file = TensorFile::default();
         for (i, p) in self.layers.iter().enumerate() {
             let (l, d) = (i / self.config.directions(), i % self.config.directions());
-            let [n_ih, n_hh, n_bih, n_bhh] = self.config.param_names(l, d);
+            let mut names = self.config.param_names(l, d);
+            if self.single_cell {
+                names = names.map(|n| n.trim_end_matches("_l0").to_string());
+            }
+            let [n_ih, n_hh, n_bih, n_bhh] = names;
             file.tensors.insert(n_ih, p.w_ih.cast());
             file.tensors.insert(n_hh, p.w_hh.cast());
             if let (Some(bi), Some(bh)) = (&p.b_ih, &p.b_hh) {
@@ -239,13 +284,17 @@ impl RnnParams<f32> {
         Self::from_tensor_file_at(TensorFile::read(path)?, &path.display().to_string(), prefix)
     }
 
-    /// The prefixes of every recurrent stack in `file`: each name ending in `weight_hh_l0`
-    /// gives the part before it, when that part is empty or ends with `.`.
+    /// The prefixes of every recurrent stack (or single cell) in `file`: each name ending in
+    /// `weight_hh_l0` (or `weight_hh`) gives the part before it, when that part is empty or
+    /// ends with `.`.
     pub fn stack_prefixes(file: &TensorFile) -> Vec<String> {
         let mut found: Vec<String> = file
             .tensors
             .keys()
-            .filter_map(|n| n.strip_suffix("weight_hh_l0"))
+            .filter_map(|n| {
+                n.strip_suffix("weight_hh_l0")
+                    .or_else(|| n.strip_suffix("weight_hh"))
+            })
             .filter(|p| p.is_empty() || p.ends_with('.'))
             .map(str::to_string)
             .collect();
@@ -333,6 +382,24 @@ impl RnnParams<f32> {
     /// [`Error::Shape`] for a shape that disagrees with the others,
     /// [`Error::Config`] for a bad `nonlinearity` or weights that disagree on the gate count.
     pub fn from_tensor_file(mut file: TensorFile, source: &str) -> Result<Self> {
+        // A single cell's state_dict (nn.RNNCell, nn.LSTMCell, nn.GRUCell): the names of a
+        // one-layer stack without the layer suffix.
+        const CELL: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];
+        if file.tensors.contains_key("weight_hh") {
+            if let Some(other) = file.tensors.keys().find(|n| !CELL.contains(&n.as_str())) {
+                return Err(Error::UnknownTensor {
+                    name: other.clone(),
+                    source_name: source.into(),
+                    expected: format!("the tensors of a single cell: {}", CELL.join(", ")),
+                });
+            }
+            let tensors = std::mem::take(&mut file.tensors);
+            for (n, t) in tensors {
+                file.tensors.insert(format!("{n}_l0"), t);
+            }
+            return Self::from_tensor_file(file, &format!("{source} (a single cell)"))?
+                .named_as_single_cell(true);
+        }
         const EXPECTED: &str = "weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>, bias_hh_l<k>, \
                                 each optionally with _reverse";
         let mut max_layer = None::<(usize, String)>;

@@ -618,3 +618,69 @@ fn every_cell_trains_and_samples() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Single-cell files (nn.LSTMCell and friends) through `forward` on both devices, and through
+/// `backward`, whose parameter gradients keep the cell's names.
+#[test]
+fn single_cell_files_through_the_contract() {
+    for name in common::CELLS {
+        let (m, c) = (golden(name, "model"), golden(name, "case"));
+        let want = TensorFile::read(&c).unwrap();
+        for device in ["cpu", "gpu"] {
+            let out = tmp(&format!("{name}-{device}.safetensors"));
+            let r = cli(&[
+                "forward",
+                "--model",
+                m.to_str().unwrap(),
+                "--input",
+                c.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--device",
+                device,
+            ]);
+            assert!(
+                r.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            let got = TensorFile::read(&out).unwrap();
+            common::assert_close(name, &got.tensors["output"], &want.tensors["output"], 2e-5);
+            std::fs::remove_file(out).ok();
+        }
+        let mut case = TensorFile::default();
+        case.tensors
+            .insert("input".into(), want.tensors["input"].clone());
+        let shape = want.tensors["output"].shape().to_vec();
+        case.tensors
+            .insert("grad_output".into(), wgpu_rnn::Tensor::full(&shape, 1.0));
+        let case_path = tmp(&format!("{name}-bwd-case.safetensors"));
+        case.write(&case_path).unwrap();
+        let out = tmp(&format!("{name}-bwd.safetensors"));
+        let r = cli(&[
+            "backward",
+            "--model",
+            m.to_str().unwrap(),
+            "--input",
+            case_path.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        assert!(
+            r.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let got = TensorFile::read(&out).unwrap();
+        assert!(
+            got.tensors.contains_key("grad.weight_hh")
+                && !got.tensors.contains_key("grad.weight_hh_l0"),
+            "{name}: {:?}",
+            got.tensors.keys().collect::<Vec<_>>()
+        );
+        std::fs::remove_file(out).ok();
+        std::fs::remove_file(case_path).ok();
+    }
+}

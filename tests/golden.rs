@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use wgpu_rnn::{Device, Rnn, RnnParams, State, TensorFile};
 
-use common::{ELMAN, GATED, golden};
+use common::{CELLS, ELMAN, GATED, golden};
 
 /// Every golden case without projections or lengths: Elman, LSTM and GRU.
 fn cases() -> impl Iterator<Item = &'static str> {
@@ -143,4 +143,51 @@ fn golden_backward_cpu() {
 #[test]
 fn golden_backward_gpu() {
     check_backward(&Device::Gpu(common::gpu()));
+}
+
+/// A PyTorch `nn.RNNCell`, `nn.LSTMCell` or `nn.GRUCell` state_dict loads as a one-layer,
+/// one-direction model that equals the cell applied T times, on both devices, and saves back
+/// in the same form (the names PyTorch's `load_state_dict` of the cell expects).
+#[test]
+fn single_cell_files_load_run_and_save_as_cells() {
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        for name in CELLS {
+            let params = RnnParams::load(golden(name, "model")).unwrap();
+            assert!(params.is_single_cell(), "{name}");
+            let c = *params.config();
+            assert_eq!((c.num_layers, c.bidirectional), (1, false), "{name}");
+            let saved = params.to_tensor_file();
+            let want_names = TensorFile::read(golden(name, "model")).unwrap();
+            assert_eq!(
+                saved.tensors.keys().collect::<Vec<_>>(),
+                want_names.tensors.keys().collect::<Vec<_>>(),
+                "{name}: saved names"
+            );
+            let case = TensorFile::read(golden(name, "case")).unwrap();
+            let t = |n: &str| &case.tensors[n];
+            let mut rnn = Rnn::new(params, &device).unwrap();
+            let state = State {
+                h: case.tensors.get("h0"),
+                c: case.tensors.get("c0"),
+            };
+            let out = rnn.forward(t("input"), state).unwrap();
+            let what = format!("{name} on {}", device.describe());
+            common::assert_close(&format!("{what}: output"), &out.output, t("output"), 2e-5);
+            common::assert_close(&format!("{what}: h_n"), &out.h_n, t("h_n"), 2e-5);
+            if let Some(want) = case.tensors.get("c_n") {
+                common::assert_close(
+                    &format!("{what}: c_n"),
+                    out.c_n.as_ref().unwrap(),
+                    want,
+                    2e-5,
+                );
+            }
+        }
+    }
+    // A stack of two layers cannot be named as a single cell.
+    let p = RnnParams::<f32>::random(
+        wgpu_rnn::RnnConfig::new(wgpu_rnn::Cell::Gru, 2, 3).layers(2),
+        1,
+    );
+    assert!(p.named_as_single_cell(true).is_err());
 }

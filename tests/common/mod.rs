@@ -118,6 +118,16 @@ pub const ELMAN: [&str; 5] = [
     "rnn_tanh_wide",
 ];
 
+/// Single-cell state_dicts (`nn.RNNCell`, `nn.LSTMCell`, `nn.GRUCell`) with the cell applied T
+/// times by PyTorch (made by `tests/golden/make_cells.py`); forward answers only.
+#[allow(dead_code)]
+pub const CELLS: [&str; 4] = [
+    "cell_rnn_tanh",
+    "cell_rnn_relu_nobias",
+    "cell_lstm",
+    "cell_gru",
+];
+
 /// The golden cases of the gated cells (LSTM and GRU) without projections or lengths.
 #[allow(dead_code)]
 pub const GATED: [&str; 4] = ["lstm_1l", "lstm_2l_bidir", "gru_1l", "gru_2l_bidir"];

@@ -24,6 +24,7 @@ pub fn run(
 ) -> Result<()> {
     let params = RnnParams::load_at(model, prefix)?;
     let cfg = *params.config();
+    let single_cell = params.is_single_cell();
     let param_names: Vec<String> = params.to_tensor_file().tensors.into_keys().collect();
     let mut case = TensorFile::read(input)?;
     let src = input.display().to_string();
@@ -81,7 +82,8 @@ pub fn run(
         if let Some(c0) = g.c0 {
             file.tensors.insert("grad.c0".into(), c0);
         }
-        let mut gp = g.params.to_tensor_file();
+        // Gradients named as the model is (a single cell's file keeps its form).
+        let mut gp = g.params.named_as_single_cell(single_cell)?.to_tensor_file();
         for name in &param_names {
             let t = gp
                 .tensors
