@@ -117,6 +117,10 @@ pub struct RnnConfig {
     pub bidirectional: bool,
     /// Whether the layers have `b_ih` and `b_hh`.
     pub bias: bool,
+    /// PyTorch's `batch_first`: [`crate::Rnn`] takes `input` `[B, T, I]` and returns `output`
+    /// `[B, T, D·H]` (states keep `[L·D, B, H]`). Off by default (time-major); a layout of the
+    /// model's inputs and outputs only, not saved with the parameters.
+    pub batch_first: bool,
 }
 
 impl RnnConfig {
@@ -129,7 +133,14 @@ impl RnnConfig {
             num_layers: 1,
             bidirectional: false,
             bias: true,
+            batch_first: false,
         }
+    }
+
+    /// Sets `batch_first`.
+    pub fn batch_first(mut self, batch_first: bool) -> Self {
+        self.batch_first = batch_first;
+        self
     }
 
     /// Sets `num_layers`.

@@ -53,6 +53,79 @@ pub struct Rnn {
     params: RnnParams<f32>,
     device: Device,
     engine: Engine,
+    /// The layout of the last forward pass's tensors, which its backward pass takes too.
+    layout: Layout,
+}
+
+/// How a call lays out its sequences: PyTorch's `nn.RNN` takes batched time-major input
+/// `[T, B, I]`, batched batch-first input `[B, T, I]` (`batch_first=True`), or unbatched input
+/// `[T, I]` with states `[L·D, H]`. The engine runs time-major; the others are converted at the
+/// call's edges (a copy on the host), bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    TimeMajor,
+    BatchFirst,
+    Unbatched,
+}
+
+/// `[a, b, rest..]` → `[b, a, rest..]` (a copy).
+fn swap01(t: &Tensor) -> Tensor {
+    let s = t.shape();
+    let (a, b) = (s[0], s[1]);
+    let row: usize = s[2..].iter().product();
+    let mut data = Vec::with_capacity(t.len());
+    for j in 0..b {
+        for i in 0..a {
+            data.extend_from_slice(&t.data()[(i * b + j) * row..][..row]);
+        }
+    }
+    let mut shape = s.to_vec();
+    shape.swap(0, 1);
+    Tensor::new(shape, data).expect("same element count")
+}
+
+/// `t` with a unit dimension inserted at `at` (or removed from it), same data.
+fn reshape(t: &Tensor, shape: Vec<usize>) -> Tensor {
+    Tensor::new(shape, t.data().to_vec()).expect("same element count")
+}
+
+impl Layout {
+    /// The input, in the engine's time-major batched layout.
+    fn input_in(self, x: &Tensor) -> Tensor {
+        match self {
+            Layout::TimeMajor => x.clone(),
+            Layout::BatchFirst => swap01(x),
+            Layout::Unbatched => reshape(x, vec![x.shape()[0], 1, x.shape()[1]]),
+        }
+    }
+
+    /// A time-major batched `[T, B, F]` result back in this layout.
+    fn sequence_out(self, y: Tensor) -> Tensor {
+        match self {
+            Layout::TimeMajor => y,
+            Layout::BatchFirst => swap01(&y),
+            Layout::Unbatched => reshape(&y, vec![y.shape()[0], y.shape()[2]]),
+        }
+    }
+
+    /// A caller's state `[L·D, H]` (unbatched) as `[L·D, 1, H]`, checked against `shape`.
+    fn state_in(self, t: Option<&Tensor>, name: &str, shape: [usize; 2]) -> Result<Option<Tensor>> {
+        match (self, t) {
+            (Layout::Unbatched, Some(t)) => {
+                t.expect_shape(name, &shape)?;
+                Ok(Some(reshape(t, vec![shape[0], 1, shape[1]])))
+            }
+            (_, t) => Ok(t.cloned()),
+        }
+    }
+
+    /// A `[L·D, B, H]` state back in this layout.
+    fn state_out(self, t: Tensor) -> Tensor {
+        match self {
+            Layout::Unbatched => reshape(&t, vec![t.shape()[0], t.shape()[2]]),
+            _ => t,
+        }
+    }
 }
 
 impl Rnn {
@@ -70,6 +143,7 @@ impl Rnn {
             params,
             device: device.clone(),
             engine,
+            layout: Layout::TimeMajor,
         })
     }
 
@@ -87,7 +161,10 @@ impl Rnn {
     /// `[T, B, I]`, `state` the initial [`State`] `h0` (and `c0`) `[L·D, B, H]` each, zeros
     /// when absent; returns `output` `[T, B, D·H]`, `h_n` (and `c_n`) `[L·D, B, H]`.
     ///
-    /// For an LSTM, `&h0` alone means `c0 = 0` (PyTorch asks for both or neither).
+    /// As PyTorch: with the config's `batch_first`, `input` is `[B, T, I]` and `output`
+    /// `[B, T, D·H]` (states unchanged); an unbatched `input` `[T, I]` takes and returns states
+    /// `[L·D, H]` and returns `output` `[T, D·H]`. For an LSTM, `&h0` alone means `c0 = 0`
+    /// (PyTorch asks for both or neither).
     ///
     /// # Errors
     /// [`crate::Error::Shape`] naming `input`, `h0` or `c0`; [`crate::Error::Config`] when `T`
@@ -100,6 +177,43 @@ impl Rnn {
         state: impl Into<State<'a>>,
     ) -> Result<ForwardOutput> {
         let state = state.into();
+        let cfg = *self.params.config();
+        let layout = match (input.shape().len(), cfg.batch_first) {
+            (2, _) => Layout::Unbatched,
+            (3, true) => Layout::BatchFirst,
+            _ => Layout::TimeMajor,
+        };
+        self.layout = Layout::TimeMajor;
+        if layout == Layout::TimeMajor {
+            return self.forward_time_major(input, state);
+        }
+        if layout == Layout::Unbatched && input.shape()[1] != cfg.input_size {
+            return Err(crate::Error::shape(
+                "input",
+                &[input.shape()[0], cfg.input_size],
+                input.shape(),
+            ));
+        }
+        let states = [cfg.num_layers * cfg.directions(), cfg.hidden_size];
+        let h0 = layout.state_in(state.h, "h0", states)?;
+        let c0 = layout.state_in(state.c, "c0", states)?;
+        let x = layout.input_in(input);
+        let out = self.forward_time_major(
+            &x,
+            State {
+                h: h0.as_ref(),
+                c: c0.as_ref(),
+            },
+        )?;
+        self.layout = layout;
+        Ok(ForwardOutput {
+            output: layout.sequence_out(out.output),
+            h_n: layout.state_out(out.h_n),
+            c_n: out.c_n.map(|c| layout.state_out(c)),
+        })
+    }
+
+    fn forward_time_major(&mut self, input: &Tensor, state: State<'_>) -> Result<ForwardOutput> {
         match &mut self.engine {
             Engine::Cpu(trace) => {
                 *trace = None;
@@ -140,6 +254,49 @@ impl Rnn {
         grad_state: impl Into<State<'a>>,
     ) -> Result<Gradients> {
         let grad_state = grad_state.into();
+        let layout = self.layout;
+        if layout == Layout::TimeMajor {
+            return self.backward_time_major(grad_output, grad_state);
+        }
+        let cfg = *self.params.config();
+        let states = [cfg.num_layers * cfg.directions(), cfg.hidden_size];
+        if layout == Layout::Unbatched && grad_output.shape().len() != 2 {
+            let t = grad_output.shape().first().copied().unwrap_or(0);
+            return Err(crate::Error::shape(
+                "grad_output",
+                &[t, cfg.output_size()],
+                grad_output.shape(),
+            ));
+        }
+        if layout == Layout::BatchFirst && grad_output.shape().len() != 3 {
+            return Err(crate::Error::config(format!(
+                "grad_output: expected [B, T, D·H] (batch_first), found shape {:?}",
+                grad_output.shape()
+            )));
+        }
+        let gh = layout.state_in(grad_state.h, "grad_h_n", states)?;
+        let gc = layout.state_in(grad_state.c, "grad_c_n", states)?;
+        let gy = layout.input_in(grad_output);
+        let g = self.backward_time_major(
+            &gy,
+            State {
+                h: gh.as_ref(),
+                c: gc.as_ref(),
+            },
+        )?;
+        Ok(Gradients {
+            input: layout.sequence_out(g.input),
+            h0: layout.state_out(g.h0),
+            c0: g.c0.map(|c| layout.state_out(c)),
+            params: g.params,
+        })
+    }
+
+    fn backward_time_major(
+        &mut self,
+        grad_output: &Tensor,
+        grad_state: State<'_>,
+    ) -> Result<Gradients> {
         match &mut self.engine {
             Engine::Cpu(None) => Err(crate::Error::config(
                 "backward: no forward pass to differentiate; call forward first",

@@ -200,6 +200,12 @@ impl<T: Float> RnnParams<T> {
         }
     }
 
+    /// These parameters with the model's `batch_first` layout set (a file does not record it).
+    pub fn batch_first(mut self, batch_first: bool) -> Self {
+        self.config.batch_first = batch_first;
+        self
+    }
+
     /// Whether these parameters are named as a single cell (`nn.RNNCell`, `nn.LSTMCell`,
     /// `nn.GRUCell`), as loaded from such a file; [`RnnParams::to_tensor_file`] then writes
     /// that form back.
@@ -501,6 +507,7 @@ impl RnnParams<f32> {
             num_layers,
             bidirectional: reverse,
             bias,
+            batch_first: false,
         };
         config.validate()?;
         let mut layers = Vec::new();

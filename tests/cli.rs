@@ -684,3 +684,56 @@ fn single_cell_files_through_the_contract() {
         std::fs::remove_file(case_path).ok();
     }
 }
+
+/// `--batch-first`: a golden case transposed to [B, T, I] gives the transposed answers.
+#[test]
+fn batch_first_contract() {
+    let name = "gru_2l_bidir";
+    let (m, c) = (golden(name, "model"), golden(name, "case"));
+    let want = TensorFile::read(&c).unwrap();
+    let swap = |t: &wgpu_rnn::Tensor| {
+        let s = t.shape();
+        let mut data = Vec::new();
+        for j in 0..s[1] {
+            for i in 0..s[0] {
+                data.extend_from_slice(&t.data()[(i * s[1] + j) * s[2]..][..s[2]]);
+            }
+        }
+        wgpu_rnn::Tensor::new(vec![s[1], s[0], s[2]], data).unwrap()
+    };
+    let mut case = TensorFile::default();
+    case.tensors
+        .insert("input".into(), swap(&want.tensors["input"]));
+    case.tensors.insert("h0".into(), want.tensors["h0"].clone());
+    let case_path = tmp("bf-case.safetensors");
+    case.write(&case_path).unwrap();
+    let out = tmp("bf-out.safetensors");
+    let r = cli(&[
+        "forward",
+        "--model",
+        m.to_str().unwrap(),
+        "--input",
+        case_path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--device",
+        "gpu",
+        "--batch-first",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got = TensorFile::read(&out).unwrap();
+    common::assert_close(
+        "batch_first output",
+        &got.tensors["output"],
+        &swap(&want.tensors["output"]),
+        2e-5,
+    );
+    common::assert_close(
+        "batch_first h_n",
+        &got.tensors["h_n"],
+        &want.tensors["h_n"],
+        2e-5,
+    );
+    std::fs::remove_file(out).ok();
+    std::fs::remove_file(case_path).ok();
+}

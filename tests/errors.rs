@@ -58,8 +58,9 @@ fn input_with_wrong_feature_size() {
 fn input_not_three_dimensional() {
     for device in devices() {
         let mut rnn = model(&device);
+        // A 2-d input is unbatched ([T, I], as PyTorch): only its feature size can be wrong.
         for (shape, expected) in [
-            (vec![5, 4], vec![5, 4, 4]),
+            (vec![5, 3], vec![5, 4]),
             (vec![4], vec![0, 0, 4]),
             (vec![5, 2, 4, 1], vec![5, 2, 4]),
         ] {

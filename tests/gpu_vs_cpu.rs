@@ -209,6 +209,7 @@ fn all_config_combinations() {
                         num_layers,
                         bidirectional,
                         bias,
+                        batch_first: false,
                     };
                     let mut rnn =
                         Rnn::new(RnnParams::random(cfg, seed), &Device::Gpu(common::gpu()))

@@ -17,12 +17,13 @@ fn known_extra(name: &str) -> bool {
 pub fn run(
     model: &Path,
     prefix: Option<&str>,
+    batch_first: bool,
     input: &Path,
     output: &Path,
     device: &Device,
     with_grad: bool,
 ) -> Result<()> {
-    let params = RnnParams::load_at(model, prefix)?;
+    let params = RnnParams::load_at(model, prefix)?.batch_first(batch_first);
     let cfg = *params.config();
     let single_cell = params.is_single_cell();
     let param_names: Vec<String> = params.to_tensor_file().tensors.into_keys().collect();

@@ -71,6 +71,11 @@ struct ContractArgs {
     /// without it, a file holding exactly one stack under some prefix loads.
     #[arg(long)]
     prefix: Option<String>,
+    /// PyTorch's batch_first: `input` (and `grad_output`) are [B, T, ...] and `output` is
+    /// written [B, T, D·H]; states keep [L·D, B, H]. An unbatched case ([T, I] input, states
+    /// [L·D, H]) needs no flag.
+    #[arg(long)]
+    batch_first: bool,
     /// Case: `input` [T, B, I] and optional `h0` (and `c0` for LSTM) [L·D, B, H], plus
     /// `grad_output`, optional `grad_h_n` (and `grad_c_n`) for backward.
     #[arg(long)]
@@ -260,6 +265,7 @@ fn contract_run(c: &ContractArgs, adapter: &AdapterArgs, with_grad: bool) -> Res
     contract::run(
         &c.model,
         c.prefix.as_deref(),
+        c.batch_first,
         &c.input,
         &c.output,
         &device,
