@@ -1,4 +1,5 @@
-//! safetensors files: read any float dtype into f32 tensors, write f32 tensors atomically.
+//! safetensors files: read any float dtype into f32 tensors (and integer tensors, such as a
+//! batch's `lengths`, as i64), write them atomically.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -16,6 +17,20 @@ pub struct TensorFile {
     pub tensors: BTreeMap<String, Tensor<f32>>,
     /// The header's `__metadata__` map (empty when absent).
     pub metadata: HashMap<String, String>,
+    /// Integer tensors (int64, int32 and the other integer dtypes) by name, as i64: a case
+    /// file's `lengths`. Written back as int64.
+    pub int_tensors: BTreeMap<String, IntTensor>,
+}
+
+/// An integer tensor of a safetensors file, its values widened to i64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntTensor {
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// The values.
+    pub values: Vec<i64>,
+    /// The dtype in the file (`I64`, `I32`, ...).
+    pub dtype: String,
 }
 
 impl TensorFile {
@@ -49,7 +64,17 @@ impl TensorFile {
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
         let st = SafeTensors::deserialize(bytes).map_err(bad)?;
         let mut tensors = BTreeMap::new();
+        let mut int_tensors = BTreeMap::new();
         for (name, view) in st.iter() {
+            if let Some(values) = decode_int(view.dtype(), view.data()) {
+                let t = IntTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                    dtype: format!("{:?}", view.dtype()),
+                };
+                int_tensors.insert(name.to_string(), t);
+                continue;
+            }
             let data = decode(name, view.dtype(), view.data())?;
             let t = Tensor::new(view.shape().to_vec(), data)?;
             tensors.insert(name.to_string(), t);
@@ -57,6 +82,7 @@ impl TensorFile {
         Ok(TensorFile {
             tensors,
             metadata: meta.metadata().clone().unwrap_or_default(),
+            int_tensors,
         })
     }
 
@@ -81,6 +107,23 @@ impl TensorFile {
                 Ok((name.clone(), view))
             })
             .collect::<Result<Vec<_>>>()?;
+        let int_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .int_tensors
+            .iter()
+            .map(|(n, t)| {
+                let bytes = t.values.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (n.clone(), t.shape.clone(), bytes)
+            })
+            .collect();
+        let mut views = views;
+        for (name, shape, bytes) in &int_bytes {
+            let view = safetensors::tensor::TensorView::new(Dtype::I64, shape.clone(), bytes)
+                .map_err(|e| Error::Safetensors {
+                    path: name.into(),
+                    message: e.to_string(),
+                })?;
+            views.push((name.clone(), view));
+        }
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         safetensors::serialize(views, meta).map_err(|e| Error::Safetensors {
             path: "<bytes>".into(),
@@ -145,6 +188,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
+    })
+}
+
+/// An integer tensor's values as i64, or `None` for a non-integer dtype.
+fn decode_int(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
+    fn le<const N: usize>(bytes: &[u8], f: fn([u8; N]) -> i64) -> Vec<i64> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunk of N")))
+            .collect()
+    }
+    Some(match dtype {
+        Dtype::I64 => le::<8>(bytes, i64::from_le_bytes),
+        Dtype::I32 => le::<4>(bytes, |b| i32::from_le_bytes(b).into()),
+        Dtype::I16 => le::<2>(bytes, |b| i16::from_le_bytes(b).into()),
+        Dtype::I8 => le::<1>(bytes, |b| i8::from_le_bytes(b).into()),
+        Dtype::U8 => le::<1>(bytes, |b| u8::from_le_bytes(b).into()),
+        Dtype::U16 => le::<2>(bytes, |b| u16::from_le_bytes(b).into()),
+        Dtype::U32 => le::<4>(bytes, |b| u32::from_le_bytes(b).into()),
+        _ => return None,
     })
 }
 

@@ -91,7 +91,7 @@ pub mod train;
 
 pub use config::{Cell, RnnConfig};
 pub use error::{Error, Result};
-pub use io::TensorFile;
+pub use io::{IntTensor, TensorFile};
 pub use model::{Device, Rnn};
 pub use params::{LayerParams, RnnParams};
 pub use state::{ForwardOutput, Gradients, State};

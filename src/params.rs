@@ -388,6 +388,12 @@ impl RnnParams<f32> {
     /// [`Error::Shape`] for a shape that disagrees with the others,
     /// [`Error::Config`] for a bad `nonlinearity` or weights that disagree on the gate count.
     pub fn from_tensor_file(mut file: TensorFile, source: &str) -> Result<Self> {
+        if let Some((name, t)) = file.int_tensors.iter().next() {
+            return Err(Error::Dtype {
+                name: name.clone(),
+                found: t.dtype.clone(),
+            });
+        }
         // A single cell's state_dict (nn.RNNCell, nn.LSTMCell, nn.GRUCell): the names of a
         // one-layer stack without the layer suffix.
         const CELL: [&str; 4] = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"];

@@ -1,6 +1,6 @@
 //! Backpropagation through time on the CPU.
 
-use crate::cpu::{Input, Trace};
+use crate::cpu::{Input, Trace, first_last, initial_row};
 use crate::error::{Error, Result};
 use crate::params::{LayerParams, RnnParams};
 use crate::state::{Gradients, State, check_inputs};
@@ -89,6 +89,7 @@ pub(crate) fn backward_input<T: Float>(
     let split = cell.splits_gate_gradients();
     let ld_n = cfg.num_layers * d_n;
     let ys = trace.layer_outputs();
+    let lengths = &trace.lengths;
     if ys.len() != cfg.num_layers {
         return Err(Error::config(format!(
             "trace: expected {} layer outputs (one per layer), found {}",
@@ -143,48 +144,54 @@ pub(crate) fn backward_input<T: Float>(
         for d in 0..d_n {
             let ld = l * d_n + d;
             let p = params.layer(l, d);
-            // H_prev: h_{t-1} in processing order (h0 at the first processed step).
+            // H_prev: h_{t-1} of every step and row (h0 at the row's first step; anything past
+            // its end, where the gate gradients are zero).
             for t in 0..t_len {
-                let prev = if d == 0 {
-                    t.checked_sub(1)
-                } else {
-                    Some(t + 1).filter(|&u| u < t_len)
-                };
-                for bi in 0..b {
+                let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
+                for (bi, &len) in lengths.iter().enumerate() {
                     let dst = &mut h_prev[(t * b + bi) * h..][..h];
-                    match prev {
-                        Some(tp) => {
-                            dst.copy_from_slice(&y.data()[(tp * b + bi) * dh + d * h..][..h])
-                        }
-                        None => dst.copy_from_slice(&h0.data()[(ld * b + bi) * h..][..h]),
+                    if first_last(d, t, len).0 {
+                        dst.copy_from_slice(&h0.data()[(ld * b + bi) * h..][..h]);
+                    } else if t < len && tp < t_len {
+                        dst.copy_from_slice(&y.data()[(tp * b + bi) * dh + d * h..][..h]);
                     }
                 }
             }
-            match grad_state.h {
-                Some(g) => carry.copy_from_slice(&g.data()[ld * b * h..][..b * h]),
-                None => carry.fill(T::zero()),
-            }
-            match grad_state.c {
-                Some(g) => carry_c.copy_from_slice(&g.data()[ld * b * c_len..][..b * c_len]),
-                None => carry_c.fill(T::zero()),
-            }
+            carry.fill(T::zero());
+            carry_c.fill(T::zero());
             for s in 0..t_len {
                 let t = if d == 0 { t_len - 1 - s } else { s };
-                let tp = if d == 0 {
-                    t.checked_sub(1)
-                } else {
-                    Some(t + 1).filter(|&u| u < t_len)
-                };
-                for bi in 0..b {
+                let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
+                for (bi, &len) in lengths.iter().enumerate() {
                     let at = (t * b + bi) * dh + d * h;
                     let row = t * b + bi;
-                    match tp {
-                        Some(tp) => {
-                            let ca = ((tp * b + bi) * dh + d * h) / h * c_len;
-                            c_prev[bi * c_len..][..c_len].copy_from_slice(&cs[ca..][..c_len]);
+                    if t >= len {
+                        // Past the row's end: no step, no gradient (and nothing carried).
+                        d_x[row * gh..][..gh].fill(T::zero());
+                        if split {
+                            d_r[row * gh..][..gh].fill(T::zero());
                         }
-                        None => c_prev[bi * c_len..][..c_len]
-                            .copy_from_slice(&c0[(ld * b + bi) * c_len..][..c_len]),
+                        direct[bi * h..][..h].fill(T::zero());
+                        continue;
+                    }
+                    let (first, last) = first_last(d, t, len);
+                    let cp = &mut c_prev[bi * c_len..][..c_len];
+                    if first {
+                        cp.copy_from_slice(&c0[(ld * b + bi) * c_len..][..c_len]);
+                    } else {
+                        let ca = ((tp * b + bi) * dh + d * h) / h * c_len;
+                        cp.copy_from_slice(&cs[ca..][..c_len]);
+                    }
+                    // The row's last step receives ∂L/∂h_n (and ∂L/∂c_n); the others what
+                    // the later step carried.
+                    if last {
+                        let at_state = (ld * b + bi) * h;
+                        initial_row(grad_state.h, at_state, &mut carry[bi * h..][..h]);
+                        initial_row(
+                            grad_state.c,
+                            (ld * b + bi) * c_len,
+                            &mut carry_c[bi * c_len..][..c_len],
+                        );
                     }
                     for (j, o) in dh_row.iter_mut().enumerate() {
                         *o = d_y.data()[at + j] + carry[bi * h + j];
@@ -220,10 +227,17 @@ pub(crate) fn backward_input<T: Float>(
                     h,
                     1,
                 );
-            }
-            grad_h0.data_mut()[ld * b * h..][..b * h].copy_from_slice(&carry);
-            if let Some(gc) = &mut grad_c0 {
-                gc.data_mut()[ld * b * h..][..b * h].copy_from_slice(&carry_c);
+                // A row whose first step this was has its ∂h0 (and ∂c0) now.
+                for (bi, &len) in lengths.iter().enumerate() {
+                    if t < len && first_last(d, t, len).0 {
+                        let to = (ld * b + bi) * h;
+                        grad_h0.data_mut()[to..][..h].copy_from_slice(&carry[bi * h..][..h]);
+                        if let Some(gc) = &mut grad_c0 {
+                            gc.data_mut()[to..][..h]
+                                .copy_from_slice(&carry_c[bi * c_len..][..c_len]);
+                        }
+                    }
+                }
             }
             let g = &mut grads[ld];
             let tb = t_len * b;

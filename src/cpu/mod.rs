@@ -25,6 +25,8 @@ pub struct Trace<T = f32> {
     ys: Vec<Tensor<T>>,
     cs: Vec<Vec<T>>,
     saved: Vec<Vec<T>>,
+    /// Every batch row's sequence length (`T` for all when the batch is not variable-length).
+    lengths: Vec<usize>,
 }
 
 impl<T> Trace<T> {
@@ -66,11 +68,62 @@ impl<T: Float> Input<'_, T> {
     }
 }
 
-/// [`forward_trace`] for checked inputs of either kind.
+/// [`forward_trace`] for checked inputs of either kind, all sequences `T` steps long.
 pub(crate) fn forward_trace_input<T: Float>(
     params: &RnnParams<T>,
     input: Input<'_, T>,
     state: State<'_, T>,
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
+    let (t_len, b) = input.dims();
+    forward_trace_lengths(params, input, state, &vec![t_len; b])
+}
+
+/// Whether step `t` of direction `d` is the first one (it reads `h0`, `c0`) and the last one
+/// (it gives `h_n`, `c_n`) of a sequence of `len` steps: the forward direction runs
+/// `0 .. len`, the reverse one `len - 1 ..= 0`, so a short sequence's reverse pass starts at
+/// its own end (PyTorch's packed sequences).
+pub(crate) fn first_last(d: usize, t: usize, len: usize) -> (bool, bool) {
+    if d == 0 {
+        (t == 0, t + 1 == len)
+    } else {
+        (t + 1 == len, t == 0)
+    }
+}
+
+/// Checks a variable-length batch's `lengths` against `(T, B)`: `B` entries, each in `1..=T`.
+///
+/// # Errors
+/// [`crate::Error::Config`] naming `lengths` with the offending index and value, or the count.
+pub fn check_lengths(lengths: &[i64], t_len: usize, b: usize) -> Result<Vec<usize>> {
+    if lengths.len() != b {
+        return Err(crate::Error::config(format!(
+            "lengths: expected {b} entries (one per batch row), found {}",
+            lengths.len()
+        )));
+    }
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            if l < 1 || l as u64 > t_len as u64 {
+                Err(crate::Error::config(format!(
+                    "lengths[{i}]: expected 1..={t_len} (the input's T), found {l}"
+                )))
+            } else {
+                Ok(l as usize)
+            }
+        })
+        .collect()
+}
+
+/// [`forward_trace_input`] for a variable-length batch: row `b`'s sequence is its first
+/// `lengths[b]` steps (checked by the caller, each in `1..=T`); its outputs past the end are
+/// zero and its final state is the one after its own last step.
+pub(crate) fn forward_trace_lengths<T: Float>(
+    params: &RnnParams<T>,
+    input: Input<'_, T>,
+    state: State<'_, T>,
+    lengths: &[usize],
 ) -> Result<(ForwardOutput<T>, Trace<T>)> {
     let cfg = *params.config();
     let cell = cfg.cell.math::<T>();
@@ -86,6 +139,7 @@ pub(crate) fn forward_trace_input<T: Float>(
         ys: Vec::with_capacity(cfg.num_layers),
         cs: Vec::new(),
         saved: Vec::new(),
+        lengths: lengths.to_vec(),
     };
     let mut proj = vec![T::zero(); t_len * b * gh];
     let mut rec = vec![T::zero(); b * gh];
@@ -139,16 +193,18 @@ pub(crate) fn forward_trace_input<T: Float>(
             let ld = l * d_n + d;
             for s in 0..t_len {
                 let t = if d == 0 { s } else { t_len - 1 - s };
-                if s == 0 {
-                    initial(state.h, ld, b * h, &mut h_prev);
-                    initial(state.c, ld, b * c_len, &mut c_prev);
-                } else {
-                    let tp = if d == 0 { t - 1 } else { t + 1 };
-                    for bi in 0..b {
+                let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
+                // h_{t-1} per row: h0 (c0) at the row's first step, else its previous output.
+                for (bi, &len) in lengths.iter().enumerate() {
+                    let (first, _) = first_last(d, t, len);
+                    let (hp, cp) = (&mut h_prev[bi * h..][..h], &mut c_prev[bi * c_len..][..c_len]);
+                    if first {
+                        initial_row(state.h, (ld * b + bi) * h, hp);
+                        initial_row(state.c, (ld * b + bi) * c_len, cp);
+                    } else if t < len && tp < t_len {
                         let at = (tp * b + bi) * dh + d * h;
-                        h_prev[bi * h..][..h].copy_from_slice(&y.data()[at..][..h]);
-                        let ca = at / h * c_len; // cs is empty without a cell state
-                        c_prev[bi * c_len..][..c_len].copy_from_slice(&cs[ca..][..c_len]);
+                        hp.copy_from_slice(&y.data()[at..][..h]);
+                        cp.copy_from_slice(&cs[at / h * c_len..][..c_len]);
                     }
                 }
                 // R = h_{t-1}·W_hhᵀ + the b_hh blocks that do not fold (if any).
@@ -174,7 +230,10 @@ pub(crate) fn forward_trace_input<T: Float>(
                     gh,
                     1,
                 );
-                for bi in 0..b {
+                for (bi, &len) in lengths.iter().enumerate() {
+                    if t >= len {
+                        continue; // past the row's end: its output stays zero
+                    }
                     let at = (t * b + bi) * dh + d * h;
                     let row = t * b + bi;
                     cell.forward(
@@ -186,15 +245,13 @@ pub(crate) fn forward_trace_input<T: Float>(
                         &mut cs[at / h * c_len..][..c_len],
                         &mut saved[(d * t_len * b + row) * s_h..][..s_h],
                     );
-                }
-            }
-            let t_last = if d == 0 { t_len - 1 } else { 0 };
-            for bi in 0..b {
-                let at = (t_last * b + bi) * dh + d * h;
-                let to = (ld * b + bi) * h;
-                h_n.data_mut()[to..][..h].copy_from_slice(&y.data()[at..][..h]);
-                if let Some(c_n) = &mut c_n {
-                    c_n.data_mut()[to..][..h].copy_from_slice(&cs[at..][..h]);
+                    if first_last(d, t, len).1 {
+                        let to = (ld * b + bi) * h;
+                        h_n.data_mut()[to..][..h].copy_from_slice(&y.data()[at..][..h]);
+                        if let Some(c_n) = &mut c_n {
+                            c_n.data_mut()[to..][..h].copy_from_slice(&cs[at..][..h]);
+                        }
+                    }
                 }
             }
         }
@@ -206,10 +263,10 @@ pub(crate) fn forward_trace_input<T: Float>(
     Ok((ForwardOutput { output, h_n, c_n }, trace))
 }
 
-/// Copies state `ld` (`len` values) of `state` into `dst`, zeros when absent.
-fn initial<T: Float>(state: Option<&Tensor<T>>, ld: usize, len: usize, dst: &mut [T]) {
+/// Copies `dst.len()` values of `state` from `at` into `dst`, zeros when absent.
+pub(crate) fn initial_row<T: Float>(state: Option<&Tensor<T>>, at: usize, dst: &mut [T]) {
     match state {
-        Some(s) => dst.copy_from_slice(&s.data()[ld * len..][..len]),
+        Some(s) => dst.copy_from_slice(&s.data()[at..][..dst.len()]),
         None => dst.fill(T::zero()),
     }
 }
