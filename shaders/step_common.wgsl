@@ -11,7 +11,11 @@ struct Dims {
     states_len: u32,  // L*D*B*H: offset of the c part in the state buffers
     w_off: u32,       // offset of this layer's weight_hh (both directions) in params (backward)
     split_off: u32,   // offset of the dR part of grad_gates (backward, cells with SPLIT)
-    _pad: u32,
+    lengths_off: u32, // offset of the rows' sequence lengths (u32 bits) in states0
+    steps: u32,       // T
+    first_off: u32,   // offset of each row's first-step dR [B, D*G*H] in grad_gates (backward)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 struct Step {
@@ -74,6 +78,31 @@ struct Place {
     tn: u32,
 }
 
+// Row bb's sequence length: T, or its own for a variable-length batch.
+fn row_len(bb: u32) -> u32 {
+    return bitcast<u32>(states0[dims.lengths_off + bb]);
+}
+
+// Whether the invocation's step is inside row bb's sequence (steps past its end do nothing:
+// their output is zero and no gradient flows through them).
+fn in_sequence(p: Place, bb: u32) -> bool {
+    return p.t < row_len(bb);
+}
+
+// Row bb's Site at the invocation's step: the forward direction runs 0 .. len, the reverse
+// one len - 1 ..= 0, so a short row's reverse pass starts at its own end (PyTorch's packed
+// sequences) and its first step reads h0 there.
+fn site_of(p: Place, bb: u32) -> Site {
+    let len = row_len(bb);
+    var first = p.t == 0u;
+    var last = p.t + 1u == len;
+    if (p.d == 1u) {
+        first = p.t + 1u == len;
+        last = p.t == 0u;
+    }
+    return Site(p.t, p.tp, p.d, bb, first, last);
+}
+
 fn place_of(lid: u32, wid: vec3<u32>) -> Place {
     var p = Place((wid.x * WG + lid) * UNITS, wid.y * ROWS, wid.z, step.t_fwd, step.t_fwd - 1u, step.t_fwd + 1u);
     if (wid.z == 1u) {
@@ -85,7 +114,7 @@ fn place_of(lid: u32, wid: vec3<u32>) -> Place {
 }
 
 // The recurrent product both cores run, for one thread's 8 batch rows b0.. and 4 units
-// j..j+3 (the lanes): acc.r[r] = sum_{k < k_len} staged(b0 + r, k, d, t_src) * W[k, j..j+3],
+// j..j+3 (the lanes): acc.r[r] = sum_{k < k_len} staged(b0 + r, k, p) * W[k, j..j+3],
 // where W's row k starts at w_base + k * w_stride and `weight4` reads it (each core defines
 // `staged` and `weight4` for its operands). The 8 rows' slice of the staged operand is put in
 // workgroup memory WG columns at a time; every value a thread reads is used 4 or 8 times from
@@ -106,7 +135,8 @@ const_assert UNITS == 4u;
 // cannot yet specialise a workgroup array sized by an override.
 var<workgroup> tile: array<vec4<f32>, ROWS / 4u * MAX_WG>;
 
-fn product8(lid: u32, j_valid: bool, b0: u32, d: u32, t_src: u32, k_len: u32, w_base: u32, w_stride: u32) -> Acc8 {
+fn product8(lid: u32, j_valid: bool, p: Place, k_len: u32, w_base: u32, w_stride: u32) -> Acc8 {
+    let b0 = p.b0;
     let z = vec4<f32>(0.0);
     var a = Acc8(z, z, z, z, z, z, z, z);
     for (var k0 = 0u; k0 < k_len; k0 += WG) {
@@ -118,7 +148,7 @@ fn product8(lid: u32, j_valid: bool, b0: u32, d: u32, t_src: u32, k_len: u32, w_
                 let bb = b0 + r;
                 var v = 0.0;
                 if (bb < dims.batch) {
-                    v = staged(bb, kk, d, t_src);
+                    v = staged(bb, kk, p);
                 }
                 if (r < 4u) {
                     lo[r] = v;

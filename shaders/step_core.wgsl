@@ -51,7 +51,7 @@ fn main(
     var rec: array<vec4<f32>, 8 * GATES>;
     for (var g = 0u; g < GATES; g++) {
         let w_base = p.d * hid * gh + g * hid + p.j;
-        let a = product8(lid.x, p.j < hid, p.b0, p.d, p.tp, hid, w_base, gh);
+        let a = product8(lid.x, p.j < hid, p, hid, w_base, gh);
         var bias = vec4<f32>(0.0);
         if (SPLIT) {
             bias = weight4(dims.dirs * hid * gh + p.d * gh + g * hid + p.j);
@@ -65,18 +65,21 @@ fn main(
         rec[g * 8u + 6u] = a.r6 + bias;
         rec[g * 8u + 7u] = a.r7 + bias;
     }
-    let first = step.first != 0u;
-    let last = step.last != 0u;
     for (var r = 0u; r < 8u; r++) {
         let bb = p.b0 + r;
         if (bb >= dims.batch) {
             break;
         }
-        let s = Site(p.t, p.tp, p.d, bb, first, last);
+        let s = site_of(p, bb);
+        let valid = in_sequence(p, bb);
         for (var u = 0u; u < 4u; u++) {
             let jj = p.j + u;
             if (jj >= hid) {
                 break;
+            }
+            if (!valid) {
+                y[y_at(s, jj)] = 0.0; // past the row's end: output zero, state untouched
+                continue;
             }
             var unit: array<f32, GATES>;
             for (var g = 0u; g < GATES; g++) {
@@ -93,12 +96,12 @@ fn proj_at(s: Site, g: u32, jj: u32) -> u32 {
 }
 
 // The staged operand of the product (step_common.wgsl, product8): h_prev, row bb, column kk
-// of direction d; h0 at the first step, else the layer's output at time t_src.
-fn staged(bb: u32, kk: u32, d: u32, t_src: u32) -> f32 {
-    if (step.first != 0u) {
-        return states0[((dims.state0 + d) * dims.batch + bb) * dims.hidden + kk];
+// of direction p.d; h0 at the row's first step, else the layer's output at time p.tp.
+fn staged(bb: u32, kk: u32, p: Place) -> f32 {
+    if (site_of(p, bb).first) {
+        return states0[((dims.state0 + p.d) * dims.batch + bb) * dims.hidden + kk];
     }
-    return y[(t_src * dims.batch + bb) * dims.dirs * dims.hidden + d * dims.hidden + kk];
+    return y[(p.tp * dims.batch + bb) * dims.dirs * dims.hidden + p.d * dims.hidden + kk];
 }
 
 // W_hh^T[k][c .. c + 3] at `at`.

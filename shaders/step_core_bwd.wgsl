@@ -35,15 +35,15 @@ override WG: u32;
 @group(0) @binding(9) var<storage, read_write> carry: array<f32>;  // [S_state, L*D, B, H]
 
 // The staged operand of the product (step_common.wgsl, product8): dR of the step processed
-// before in reverse time (t_src), row bb, gate row kk of direction d (the second half of
+// before in reverse time (p.tn), row bb, gate row kk of direction p.d (the second half of
 // grad_gates for cells that split them).
-fn staged(bb: u32, kk: u32, d: u32, t_src: u32) -> f32 {
+fn staged(bb: u32, kk: u32, p: Place) -> f32 {
     let gh = GATES * dims.hidden;
     var r_off = 0u;
     if (SPLIT) {
         r_off = dims.split_off;
     }
-    return grad_gates[r_off + (t_src * dims.batch + bb) * dims.dirs * gh + d * gh + kk];
+    return grad_gates[r_off + (p.tn * dims.batch + bb) * dims.dirs * gh + p.d * gh + kk];
 }
 
 // W_hh[k][j .. j + 3] at `at` (the flat parameters, row-major [G*H, H]).
@@ -64,35 +64,58 @@ fn main(
     var acc = Acc8(z, z, z, z, z, z, z, z);
     let first_bwd = step.last != 0u;
     if (!first_bwd) {
-        acc = product8(lid.x, p.j < hid, p.b0, p.d, p.tn, gh, dims.w_off + p.d * gh * hid + p.j, hid);
+        acc = product8(lid.x, p.j < hid, p, gh, dims.w_off + p.d * gh * hid + p.j, hid);
     }
-    let s = Site(p.t, p.tp, p.d, p.b0, step.first != 0u, first_bwd);
-    finish(s, p.j, acc.r0);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 1u, s.first, s.last), p.j, acc.r1);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 2u, s.first, s.last), p.j, acc.r2);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 3u, s.first, s.last), p.j, acc.r3);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 4u, s.first, s.last), p.j, acc.r4);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 5u, s.first, s.last), p.j, acc.r5);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 6u, s.first, s.last), p.j, acc.r6);
-    finish(Site(p.t, p.tp, p.d, p.b0 + 7u, s.first, s.last), p.j, acc.r7);
+    finish(p, p.b0, acc.r0);
+    finish(p, p.b0 + 1u, acc.r1);
+    finish(p, p.b0 + 2u, acc.r2);
+    finish(p, p.b0 + 3u, acc.r3);
+    finish(p, p.b0 + 4u, acc.r4);
+    finish(p, p.b0 + 5u, acc.r5);
+    finish(p, p.b0 + 6u, acc.r6);
+    finish(p, p.b0 + 7u, acc.r7);
 }
 
-// Units j .. j + 3 of row s.bb: the carried gradient (acc, or grad_h_n at the first backward
-// step) to the epilogue. One call per named accumulator: no indexing of a local array, which
-// some compilers (lavapipe's) turn into per-lane memory traffic.
-fn finish(s: Site, j: u32, acc: vec4<f32>) {
-    if (s.bb >= dims.batch) {
+// Units p.j .. p.j + 3 of row bb: the carried gradient (acc, or grad_h_n at the row's last
+// step) to the epilogue; past the row's end, zero gate gradients instead. After the row's
+// first step (which read h0), its dR is copied to first_off for the h0 GEMMs. One call per
+// named accumulator: no indexing of a local array, which some compilers (lavapipe's) turn
+// into per-lane memory traffic.
+fn finish(p: Place, bb: u32, acc: vec4<f32>) {
+    if (bb >= dims.batch) {
         return;
     }
+    let s = site_of(p, bb);
+    let valid = in_sequence(p, bb);
+    let gh = GATES * dims.hidden;
+    var r_off = 0u;
+    if (SPLIT) {
+        r_off = dims.split_off;
+    }
     for (var u = 0u; u < 4u; u++) {
-        let jj = j + u;
+        let jj = p.j + u;
         if (jj >= dims.hidden) {
             return;
+        }
+        if (!valid) {
+            for (var g = 0u; g < GATES; g++) {
+                grad_gates[gate_at(s, g, jj)] = 0.0;
+                if (SPLIT) {
+                    grad_gates[r_off + gate_at(s, g, jj)] = 0.0;
+                }
+            }
+            continue;
         }
         var dh_rec = acc[u];
         if (s.last) {
             dh_rec = grad_states_n[state_at(s, 0u, jj)];
         }
         cell_backward(s, jj, dh_rec);
+        if (s.first) {
+            for (var g = 0u; g < GATES; g++) {
+                let to = dims.first_off + (bb * dims.dirs + p.d) * gh + g * dims.hidden + jj;
+                grad_gates[to] = grad_gates[r_off + gate_at(s, g, jj)];
+            }
+        }
     }
 }

@@ -176,7 +176,43 @@ impl Rnn {
         input: &Tensor,
         state: impl Into<State<'a>>,
     ) -> Result<ForwardOutput> {
-        let state = state.into();
+        self.forward_impl(input, state.into(), None)
+    }
+
+    /// [`Rnn::forward`] for a variable-length batch (PyTorch's packed sequences): row `b`'s
+    /// sequence is its first `lengths[b]` steps, in any order; `output` keeps all `T` steps,
+    /// zero past each row's end (as `pad_packed_sequence(..., total_length=T)`); `h_n`
+    /// (`c_n`) is each row's state after its own last step; the reverse direction starts at
+    /// each row's own end; [`Rnn::backward`] then passes gradients only through valid steps.
+    /// A batch whose lengths are all `T` is the plain batch.
+    ///
+    /// # Errors
+    /// As [`Rnn::forward`]; [`crate::Error::Config`] naming `lengths` (its count, or an entry
+    /// outside `1..=T` with its index and value).
+    ///
+    /// # Example
+    /// ```
+    /// use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, Tensor};
+    /// let mut rnn = Rnn::new(RnnParams::random(RnnConfig::new(Cell::Gru, 2, 3), 0), &Device::Cpu)?;
+    /// let out = rnn.forward_with_lengths(&Tensor::full(&[4, 2, 2], 0.5), None, &[4, 2])?;
+    /// assert!(out.output.data()[(3 * 2 + 1) * 3..][..3].iter().all(|&v| v == 0.0));
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    pub fn forward_with_lengths<'a>(
+        &mut self,
+        input: &Tensor,
+        state: impl Into<State<'a>>,
+        lengths: &[usize],
+    ) -> Result<ForwardOutput> {
+        self.forward_impl(input, state.into(), Some(lengths))
+    }
+
+    fn forward_impl(
+        &mut self,
+        input: &Tensor,
+        state: State<'_>,
+        lengths: Option<&[usize]>,
+    ) -> Result<ForwardOutput> {
         let cfg = *self.params.config();
         let layout = match (input.shape().len(), cfg.batch_first) {
             (2, _) => Layout::Unbatched,
@@ -185,7 +221,7 @@ impl Rnn {
         };
         self.layout = Layout::TimeMajor;
         if layout == Layout::TimeMajor {
-            return self.forward_time_major(input, state);
+            return self.forward_time_major(input, state, lengths);
         }
         if layout == Layout::Unbatched && input.shape()[1] != cfg.input_size {
             return Err(crate::Error::shape(
@@ -204,6 +240,7 @@ impl Rnn {
                 h: h0.as_ref(),
                 c: c0.as_ref(),
             },
+            lengths,
         )?;
         self.layout = layout;
         Ok(ForwardOutput {
@@ -213,11 +250,19 @@ impl Rnn {
         })
     }
 
-    fn forward_time_major(&mut self, input: &Tensor, state: State<'_>) -> Result<ForwardOutput> {
+    fn forward_time_major(
+        &mut self,
+        input: &Tensor,
+        state: State<'_>,
+        lengths: Option<&[usize]>,
+    ) -> Result<ForwardOutput> {
         match &mut self.engine {
             Engine::Cpu(trace) => {
                 *trace = None;
-                let (out, tr) = cpu::forward_trace(&self.params, input, state)?;
+                let (out, tr) = match lengths {
+                    Some(l) => cpu::forward_trace_with_lengths(&self.params, input, state, l)?,
+                    None => cpu::forward_trace(&self.params, input, state)?,
+                };
                 *trace = Some(Box::new((
                     input.clone(),
                     state.h.cloned(),
@@ -226,7 +271,7 @@ impl Rnn {
                 )));
                 Ok(out)
             }
-            Engine::Gpu(g) => g.forward(input, state),
+            Engine::Gpu(g) => g.forward_lengths(input, state, lengths),
         }
     }
 

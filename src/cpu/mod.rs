@@ -51,6 +51,26 @@ pub fn forward_trace<'a, T: Float>(
     forward_trace_input(params, Input::Dense(input), state)
 }
 
+/// [`forward_trace`] for a variable-length batch, PyTorch's packed-sequence meaning: row `b`'s
+/// sequence is its first `lengths[b]` steps (any order); `output` keeps `T` steps, zero past
+/// each row's end (as `pad_packed_sequence(..., total_length=T)`); `h_n` (`c_n`) is each row's
+/// state after its own last step; the reverse direction starts at each row's own end.
+///
+/// # Errors
+/// As [`check_inputs`]; [`crate::Error::Config`] naming `lengths` (the count, or an entry
+/// outside `1..=T` with its index and value).
+pub fn forward_trace_with_lengths<'a, T: Float>(
+    params: &RnnParams<T>,
+    input: &Tensor<T>,
+    state: impl Into<State<'a, T>>,
+    lengths: &[usize],
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
+    let state = state.into();
+    let (t, b) = check_inputs(params.config(), input, state)?;
+    let lengths = check_lengths(&lengths.iter().map(|&l| l as i64).collect::<Vec<_>>(), t, b)?;
+    forward_trace_lengths(params, Input::Dense(input), state, &lengths)
+}
+
 /// Layer 0's input: a dense `[T, B, I]` tensor, or token ids `[T, B]` in `0..I` whose input
 /// projection is a gather of columns of `weight_ih_l0` (an embedding lookup).
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +217,10 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                 // h_{t-1} per row: h0 (c0) at the row's first step, else its previous output.
                 for (bi, &len) in lengths.iter().enumerate() {
                     let (first, _) = first_last(d, t, len);
-                    let (hp, cp) = (&mut h_prev[bi * h..][..h], &mut c_prev[bi * c_len..][..c_len]);
+                    let (hp, cp) = (
+                        &mut h_prev[bi * h..][..h],
+                        &mut c_prev[bi * c_len..][..c_len],
+                    );
                     if first {
                         initial_row(state.h, (ld * b + bi) * h, hp);
                         initial_row(state.c, (ld * b + bi) * c_len, cp);

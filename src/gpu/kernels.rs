@@ -555,7 +555,13 @@ pub(crate) struct StepDims {
     pub w_off: u32,
     /// Offset of `δR` in the gate-gradient buffer, for cells that split it from `δX`.
     pub split_off: u32,
-    pub _pad: u32,
+    /// Offset of the batch rows' sequence lengths (u32 bits) in the initial-state buffer.
+    pub lengths_off: u32,
+    /// `T`, the steps of the pass.
+    pub steps: u32,
+    /// Offset of `δR` of each row's first step, `[B, D·G·H]`, in the gate-gradient buffer.
+    pub first_off: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform `Step` of the step kernels, one per step at [`UNIFORM_STRIDE`].

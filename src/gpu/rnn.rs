@@ -34,8 +34,11 @@ struct Workspace {
     b: usize,
     /// `[T, B, I]` floats, or `[T, B]` token ids (u32) for token input.
     input: wgpu::Buffer,
-    /// The initial state: `h0` `[L·D, B, H]`, then `c0` for cells with a cell state.
+    /// The initial state: `h0` `[L·D, B, H]`, then `c0` for cells with a cell state, then
+    /// every batch row's sequence length (u32 bits; `T` unless a forward pass gave lengths).
     states0: wgpu::Buffer,
+    /// Bytes of the states in `states0` (and all of `states_n`).
+    states_bytes: u64,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
     ys: Vec<wgpu::Buffer>,
     /// Every layer's saved activations `[T, B, D, S·H]` (the dummy for `S = 0`).
@@ -75,7 +78,8 @@ impl Workspace {
     /// (else the caller has written them, or carried `h_n` into them for truncated BPTT).
     fn record_forward(&self, encoder: &mut wgpu::CommandEncoder, clear_states: bool) {
         if clear_states {
-            encoder.clear_buffer(&self.states0, 0, None);
+            // The states only: the rows' lengths follow them.
+            encoder.clear_buffer(&self.states0, 0, Some(self.states_bytes));
         }
         ops::encode(encoder, &self.forward_ops);
     }
@@ -430,7 +434,13 @@ impl GpuRnn {
             ctx.check_dispatch("Gemm", spec.params(false)?.workgroups(1))?;
         }
         let input = ops::storage(ctx, "input", in_len, rw)?;
-        let states0 = ops::storage(ctx, "h0, c0", states, rw)?;
+        let states0 = ops::storage(ctx, "h0, c0, lengths", states + b, rw)?;
+        // Every row runs all T steps until a forward pass says otherwise.
+        ctx.queue.write_buffer(
+            &states0,
+            (states * 4) as u64,
+            bytemuck::cast_slice(&vec![t_len as u32; b]),
+        );
         let states_n = ops::storage(ctx, "h_n, c_n", states, rw)?;
         let proj = ops::storage(ctx, "projection", tb * d_n * g * h, rw)?;
         let ys = (0..cfg.num_layers)
@@ -516,6 +526,7 @@ impl GpuRnn {
             b,
             input,
             states0,
+            states_bytes: (states * 4) as u64,
             ys,
             saved,
             states_n,
@@ -545,8 +556,18 @@ impl GpuRnn {
             states_len: (cfg.num_layers * d_n * b * h) as u32,
             w_off: self.layout.layers[l].w_hh as u32,
             split_off: (t_len * b * d_n * self.cell.gates() * h) as u32,
-            _pad: 0,
+            lengths_off: (self.state_parts() * cfg.num_layers * d_n * b * h) as u32,
+            steps: t_len as u32,
+            first_off: self.first_off(t_len, b) as u32,
+            _pad: [0; 2],
         }
+    }
+
+    /// Offset of the rows' first-step `δR` `[B, D·G·H]` in the gate-gradient buffer: after
+    /// `δX` (and `δR` for cells that split them) of all steps.
+    fn first_off(&self, t_len: usize, b: usize) -> usize {
+        let dgh = self.config.directions() * self.cell.gates() * self.config.hidden_size;
+        t_len * b * dgh * (1 + self.cell.splits_gate_gradients() as usize)
     }
 
     /// Workgroups of one step dispatch for batch `b` (both directions).
@@ -596,7 +617,8 @@ impl GpuRnn {
         let states = self.state_parts() * cfg.num_layers * d_n * b * h;
         // δX [T, B, D·G·H], then δR for cells that split them.
         let split = cell.splits_gate_gradients();
-        let gates_len = tb * dgh * (1 + split as usize);
+        let first_off = self.first_off(t_len, b);
+        let gates_len = first_off + b * dgh;
         let r_off = if split { tb * dgh } else { 0 };
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         ctx.check_buffer("gate gradients", (gates_len * 4) as u64)?;
@@ -655,11 +677,11 @@ impl GpuRnn {
             }
             for d in 0..d_n {
                 let ld = l * d_n + d;
-                // The step first processed in forward time, whose h_prev was h0.
-                let t0 = if d == 0 { 0 } else { t_len - 1 };
-                // ∂h0 = δR_{t0}·W_hh (+ the direct term the step kernel left in grad.h0).
+                // Each row's first step (t = 0 forward; its own last step in reverse, for a
+                // variable-length batch) read h0: the step kernel copied its δR to first_off.
+                // ∂h0 = δR_first·W_hh (+ the direct term the step kernel left in grad.h0).
                 let spec = GemmSpec {
-                    a_off: r_off + t0 * b * dgh + d * gh,
+                    a_off: first_off + d * gh,
                     a_rs: dgh,
                     b_off: off.w_hh + d * gh * h,
                     c_off: ld * b * h,
@@ -680,7 +702,7 @@ impl GpuRnn {
                 };
                 bwd.extend(rec.gemm(spec, &grad_gates, y, None, grads)?);
                 let spec = GemmSpec {
-                    a_off: r_off + t0 * b * dgh + d * gh,
+                    a_off: first_off + d * gh,
                     a_rs: 1,
                     a_cs: dgh,
                     b_off: ld * b * h,
@@ -754,8 +776,10 @@ impl GpuRnn {
         encoder: &mut wgpu::CommandEncoder,
         buffer: &wgpu::Buffer,
         state: State<'_>,
+        b: usize,
     ) {
-        let part = (buffer.size() / self.state_parts() as u64) as usize;
+        let cfg = &self.config;
+        let part = cfg.num_layers * cfg.directions() * b * cfg.hidden_size * 4;
         for (k, t) in [state.h, state.c]
             .into_iter()
             .take(self.state_parts())
@@ -787,7 +811,20 @@ impl GpuRnn {
         input: &Tensor,
         state: impl Into<State<'a>>,
     ) -> Result<ForwardOutput> {
-        let state = state.into();
+        self.forward_lengths(input, state.into(), None)
+    }
+
+    /// [`GpuRnn::forward`] for a variable-length batch (see [`crate::Rnn::forward_with_lengths`]):
+    /// row `b` runs its first `lengths[b]` steps, `None` meaning all `T`.
+    ///
+    /// # Errors
+    /// As [`GpuRnn::forward`]; [`Error::Config`] naming `lengths`.
+    pub fn forward_lengths(
+        &mut self,
+        input: &Tensor,
+        state: State<'_>,
+        lengths: Option<&[usize]>,
+    ) -> Result<ForwardOutput> {
         // A forward that fails leaves nothing to differentiate.
         self.has_forward = false;
         if self.token_input {
@@ -796,13 +833,26 @@ impl GpuRnn {
             ));
         }
         let (t_len, b) = check_inputs(&self.config, input, state)?;
+        let lengths: Vec<u32> = match lengths {
+            Some(l) => {
+                let l: Vec<i64> = l.iter().map(|&v| v as i64).collect();
+                crate::cpu::check_lengths(&l, t_len, b)?
+                    .into_iter()
+                    .map(|v| v as u32)
+                    .collect()
+            }
+            None => vec![t_len as u32; b],
+        };
         self.ensure_workspace(t_len, b)?;
         let ws = self.workspace.as_ref().expect("built above");
         self.ctx
             .queue
             .write_buffer(&ws.input, 0, bytemuck::cast_slice(input.data()));
+        self.ctx
+            .queue
+            .write_buffer(&ws.states0, ws.states_bytes, bytemuck::cast_slice(&lengths));
         let mut encoder = self.encoder("forward");
-        self.write_state(&mut encoder, &ws.states0, state);
+        self.write_state(&mut encoder, &ws.states0, state, b);
         ws.record_forward(&mut encoder, false);
         let (d_n, h, l_n) = (
             self.config.directions(),
@@ -917,7 +967,7 @@ impl GpuRnn {
         let queue = &self.ctx.queue;
         queue.write_buffer(&bw.grad_out, 0, bytemuck::cast_slice(grad_output.data()));
         let mut encoder = self.encoder("backward");
-        self.write_state(&mut encoder, &bw.grad_states_n, grad_state);
+        self.write_state(&mut encoder, &bw.grad_states_n, grad_state, b);
         bw.record(&mut encoder);
         let reads = [
             (&bw.grad_x[0], t_len * b * cfg.input_size),
