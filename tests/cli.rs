@@ -30,7 +30,8 @@ fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
         ("backward", "cpu"),
         ("backward", "gpu"),
     ] {
-        for name in ELMAN.into_iter().chain(GATED) {
+        let varlen = ["rnn_tanh_varlen", "lstm_varlen_bidir", "gru_varlen_2l"];
+        for name in ELMAN.into_iter().chain(GATED).chain(varlen) {
             let out = tmp(&format!("{name}-{command}-{device}.safetensors"));
             let (m, c) = (golden(name, "model"), golden(name, "case"));
             let r = cli(&[
@@ -736,4 +737,69 @@ fn batch_first_contract() {
     );
     std::fs::remove_file(out).ok();
     std::fs::remove_file(case_path).ok();
+}
+
+/// A case's `lengths` that are 0, over T, negative, not whole numbers or of the wrong count
+/// are errors naming `lengths`, with the index and value.
+#[test]
+fn bad_lengths_in_a_case_are_errors() {
+    let name = "gru_varlen_2l";
+    let (m, c) = (golden(name, "model"), golden(name, "case"));
+    let want = TensorFile::read(&c).unwrap();
+    let mut run = |lengths: Option<Vec<i64>>, float: Option<Vec<f32>>, parts: &[&str]| {
+        let mut case = TensorFile::default();
+        case.tensors
+            .insert("input".into(), want.tensors["input"].clone());
+        if let Some(l) = lengths {
+            let t = wgpu_rnn::IntTensor {
+                shape: vec![l.len()],
+                values: l,
+                dtype: "I64".into(),
+            };
+            case.int_tensors.insert("lengths".into(), t);
+        }
+        if let Some(f) = float {
+            case.tensors.insert(
+                "lengths".into(),
+                wgpu_rnn::Tensor::new(vec![f.len()], f).unwrap(),
+            );
+        }
+        let path = tmp("bad-lengths.safetensors");
+        case.write(&path).unwrap();
+        let out = tmp("bad-lengths-out.safetensors");
+        let r = cli(&[
+            "forward",
+            "--model",
+            m.to_str().unwrap(),
+            "--input",
+            path.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        assert!(!r.status.success() && !out.exists(), "{parts:?}: {err}");
+        for p in parts {
+            assert!(err.contains(p), "{err:?} lacks {p:?}");
+        }
+        std::fs::remove_file(path).ok();
+    };
+    run(
+        Some(vec![8, 0, 3]),
+        None,
+        &["lengths[1]", "1..=8", "found 0"],
+    );
+    run(Some(vec![8, 9, 3]), None, &["lengths[1]", "found 9"]);
+    run(Some(vec![8, 2, -3]), None, &["lengths[2]", "found -3"]);
+    run(
+        Some(vec![8, 2]),
+        None,
+        &["lengths", "expected 3", "found 2"],
+    );
+    run(
+        None,
+        Some(vec![8.0, 2.5, 3.0]),
+        &["lengths[1]", "whole number", "2.5"],
+    );
 }

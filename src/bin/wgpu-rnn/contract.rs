@@ -30,11 +30,19 @@ pub fn run(
     let mut case = TensorFile::read(input)?;
     let src = input.display().to_string();
     let inputs: &[&str] = if with_grad {
-        &["input", "h0", "c0", "grad_output", "grad_h_n", "grad_c_n"]
+        &[
+            "input",
+            "h0",
+            "c0",
+            "lengths",
+            "grad_output",
+            "grad_h_n",
+            "grad_c_n",
+        ]
     } else {
-        &["input", "h0", "c0"]
+        &["input", "h0", "c0", "lengths"]
     };
-    for name in case.tensors.keys() {
+    for name in case.tensors.keys().chain(case.int_tensors.keys()) {
         if !(inputs.contains(&name.as_str()) || known_extra(name)) {
             return Err(Error::UnknownTensor {
                 name: name.clone(),
@@ -55,12 +63,25 @@ pub fn run(
             source_name: src.clone(),
         })?;
     let (h0, c0) = (case.tensors.remove("h0"), case.tensors.remove("c0"));
+    let lengths = lengths_of(&mut case)?;
     let mut rnn = Rnn::new(params, device)?;
     let state = State {
         h: h0.as_ref(),
         c: c0.as_ref(),
     };
-    let out = rnn.forward(&x, state)?;
+    let out = match &lengths {
+        Some(l) => {
+            // Counts and ranges are checked against the input's (T, B) by the engine.
+            let (t, b) = match x.shape() {
+                [t, b, _] if !cfg.batch_first => (*t, *b),
+                [b, t, _] => (*t, *b),
+                _ => (0, 0),
+            };
+            let l = wgpu_rnn::cpu::check_lengths(l, t, b)?;
+            rnn.forward_with_lengths(&x, state, &l)?
+        }
+        None => rnn.forward(&x, state)?,
+    };
     let mut file = TensorFile::default();
     if with_grad {
         let grad_output =
@@ -124,4 +145,35 @@ pub fn run(
         device.describe()
     );
     Ok(())
+}
+
+/// The case's optional `lengths` [B]: an integer tensor (int64, int32, ...) or a float one
+/// holding whole numbers.
+fn lengths_of(case: &mut TensorFile) -> Result<Option<Vec<i64>>> {
+    if let Some(t) = case.int_tensors.remove("lengths") {
+        if t.shape.len() != 1 {
+            return Err(Error::shape("lengths", &[t.values.len()], &t.shape));
+        }
+        return Ok(Some(t.values));
+    }
+    let Some(t) = case.tensors.remove("lengths") else {
+        return Ok(None);
+    };
+    if t.shape().len() != 1 {
+        return Err(Error::shape("lengths", &[t.len()], t.shape()));
+    }
+    t.data()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if v.fract() != 0.0 || !v.is_finite() {
+                Err(Error::config(format!(
+                    "lengths[{i}]: expected a whole number of steps, found {v}"
+                )))
+            } else {
+                Ok(v as i64)
+            }
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
