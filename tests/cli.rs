@@ -746,7 +746,7 @@ fn bad_lengths_in_a_case_are_errors() {
     let name = "gru_varlen_2l";
     let (m, c) = (golden(name, "model"), golden(name, "case"));
     let want = TensorFile::read(&c).unwrap();
-    let mut run = |lengths: Option<Vec<i64>>, float: Option<Vec<f32>>, parts: &[&str]| {
+    let run = |lengths: Option<Vec<i64>>, float: Option<Vec<f32>>, parts: &[&str]| {
         let mut case = TensorFile::default();
         case.tensors
             .insert("input".into(), want.tensors["input"].clone());
