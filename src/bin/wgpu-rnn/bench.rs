@@ -26,6 +26,15 @@ pub struct Options {
     pub cpu: bool,
     /// JSON lines instead of the table.
     pub json: bool,
+    /// The forward pass as a variable-length batch, lengths spread evenly over `1..=T`.
+    pub varlen: bool,
+}
+
+/// `b` lengths spread evenly over `1..=t` (row 0 the shortest, the last row all `t`).
+fn spread_lengths(t: usize, b: usize) -> Vec<usize> {
+    (0..b)
+        .map(|i| if b == 1 { t } else { 1 + i * (t - 1) / (b - 1) })
+        .collect()
 }
 
 /// One timed pass of one case on one device.
@@ -65,12 +74,16 @@ fn forward(
     params: &RnnParams,
     device: &Device,
     repeats: usize,
+    varlen: bool,
 ) -> Result<(Timing, Tensor)> {
     let x = case.forward_input();
+    let lengths = varlen.then(|| spread_lengths(x.shape()[0], x.shape()[1]));
     match device {
         Device::Gpu(ctx) => {
             let mut rnn = GpuRnn::new(ctx.clone(), params)?;
-            let out = rnn.forward(&x, None)?.output;
+            let out = rnn
+                .forward_lengths(&x, Default::default(), lengths.as_deref())?
+                .output;
             // Input resident, nothing read back: the queue's time, waited for.
             let ms = time(repeats, || rnn.rerun_forward())?;
             let bytes = Some(rnn.memory_bytes());
@@ -78,8 +91,12 @@ fn forward(
         }
         Device::Cpu => {
             let mut rnn = Rnn::new(params.clone(), device)?;
-            let out = rnn.forward(&x, None)?.output;
-            let ms = time(repeats, || rnn.forward(&x, None).map(drop))?;
+            let run = |rnn: &mut Rnn| match &lengths {
+                Some(l) => rnn.forward_with_lengths(&x, None, l),
+                None => rnn.forward(&x, None),
+            };
+            let out = run(&mut rnn)?.output;
+            let ms = time(repeats, || run(&mut rnn).map(drop))?;
             Ok((Timing { ms, bytes: None }, out))
         }
     }
@@ -245,7 +262,7 @@ pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
         let mut outputs = Vec::new();
         let mut trn: Vec<Timing> = Vec::new();
         for device in &devices {
-            let (t, out) = forward(&case, &params, device, repeats)?;
+            let (t, out) = forward(&case, &params, device, repeats, opts.varlen)?;
             if opts.json {
                 let gf = case.forward_flops() / t.ms / 1e6;
                 json_line(

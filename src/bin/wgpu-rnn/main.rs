@@ -154,6 +154,10 @@ enum Command {
         /// Every case at smoke-test sizes (T ≤ 8, B ≤ 4, I ≤ 16, H ≤ 32), same names.
         #[arg(long)]
         quick: bool,
+        /// Time the forward pass as a variable-length batch, lengths spread evenly over 1..=T
+        /// (compare with a run without it for the cost of the per-row mask).
+        #[arg(long)]
+        varlen: bool,
         /// Only these cases of benches/suite.json (comma separated; gpu_only ones included).
         #[arg(long, value_delimiter = ',')]
         only: Option<Vec<String>>,
@@ -308,6 +312,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench {
             repeats,
             quick,
+            varlen,
             only,
             gpu_suite,
             device,
@@ -333,6 +338,7 @@ fn run(cli: Cli) -> Result<()> {
                         gpu,
                         cpu: device != BenchDevice::Gpu,
                         json,
+                        varlen,
                     },
                 ),
             }
