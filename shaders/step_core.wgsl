@@ -98,6 +98,9 @@ fn proj_at(s: Site, g: u32, jj: u32) -> u32 {
 // The staged operand of the product (step_common.wgsl, product8): h_prev, row bb, column kk
 // of direction p.d; h0 at the row's first step, else the layer's output at time p.tp.
 fn staged(bb: u32, kk: u32, p: Place) -> f32 {
+    if (!in_sequence(p, bb)) {
+        return 0.0; // past the row's end: nothing to read (y[p.tp] may not exist)
+    }
     if (site_of(p, bb).first) {
         return states0[((dims.state0 + p.d) * dims.batch + bb) * dims.hidden + kk];
     }

@@ -119,7 +119,8 @@ pub struct RnnConfig {
     pub bias: bool,
     /// PyTorch's `batch_first`: [`crate::Rnn`] takes `input` `[B, T, I]` and returns `output`
     /// `[B, T, D·H]` (states keep `[L·D, B, H]`). Off by default (time-major); a layout of the
-    /// model's inputs and outputs only, not saved with the parameters.
+    /// model's inputs and outputs only, not saved with the parameters. The lower-level
+    /// `cpu::forward` and `GpuRnn::forward` are always time-major.
     pub batch_first: bool,
 }
 

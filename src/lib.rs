@@ -23,7 +23,8 @@
 //!
 //! ## Data layout
 //!
-//! Row-major tensors, time-major sequences (PyTorch's `batch_first=False`):
+//! Row-major tensors, time-major sequences by default (PyTorch's `batch_first=False`; [`Rnn`]
+//! also takes batch-first and unbatched tensors, and variable-length batches):
 //! `input` `[T, B, I]`, `output` `[T, B, D·H]` (forward direction's `H` first),
 //! `h0`/`h_n` (and `c0`/`c_n` for LSTM) `[L·D, B, H]` indexed `layer·D + direction`, passed
 //! as a [`State`]. Weights as PyTorch names them: `weight_ih_l{k}` `[G·H, I_l]`,

@@ -219,7 +219,12 @@ impl Rnn {
             (3, true) => Layout::BatchFirst,
             _ => Layout::TimeMajor,
         };
+        // A forward that fails, here or in the engine, leaves nothing to differentiate.
         self.layout = Layout::TimeMajor;
+        match &mut self.engine {
+            Engine::Cpu(trace) => *trace = None,
+            Engine::Gpu(g) => g.forget_forward(),
+        }
         if layout == Layout::TimeMajor {
             return self.forward_time_major(input, state, lengths);
         }

@@ -803,3 +803,59 @@ fn bad_lengths_in_a_case_are_errors() {
         &["lengths[1]", "whole number", "2.5"],
     );
 }
+
+/// An unbatched case takes one length; an integer tensor other than `lengths` is an error
+/// naming it.
+#[test]
+fn unbatched_lengths_and_integer_tensors_in_a_case() {
+    let m = golden("gru_1l", "model");
+    let want = TensorFile::read(golden("gru_1l", "case")).unwrap();
+    let x = &want.tensors["input"]; // [T, B, I]
+    let (t, i) = (x.shape()[0], x.shape()[2]);
+    let x1: Vec<f32> = (0..t)
+        .flat_map(|a| x.data()[a * x.shape()[1] * i..][..i].to_vec())
+        .collect();
+    let run = |case: TensorFile, what: &str| {
+        let path = tmp(&format!("{what}.safetensors"));
+        case.write(&path).unwrap();
+        let out = tmp(&format!("{what}-out.safetensors"));
+        let r = cli(&[
+            "forward",
+            "--model",
+            m.to_str().unwrap(),
+            "--input",
+            path.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
+        std::fs::remove_file(path).ok();
+        std::fs::remove_file(&out).ok();
+        (
+            r.status.success(),
+            String::from_utf8_lossy(&r.stderr).to_string(),
+        )
+    };
+    let mut case = TensorFile::default();
+    case.tensors.insert(
+        "input".into(),
+        wgpu_rnn::Tensor::new(vec![t, i], x1).unwrap(),
+    );
+    let l = wgpu_rnn::IntTensor {
+        shape: vec![1],
+        values: vec![2],
+        dtype: "I64".into(),
+    };
+    case.int_tensors.insert("lengths".into(), l);
+    let (ok, err) = run(case.clone(), "unbatched-lengths");
+    assert!(ok, "{err}");
+    let h = wgpu_rnn::IntTensor {
+        shape: vec![1, 6],
+        values: vec![1; 6],
+        dtype: "I64".into(),
+    };
+    case.int_tensors.insert("h0".into(), h);
+    let (ok, err) = run(case, "int-h0");
+    assert!(!ok && err.contains("h0") && err.contains("I64"), "{err}");
+}

@@ -156,3 +156,17 @@ fn batch_first_and_unbatched_equal_time_major() {
         }
     }
 }
+
+/// A forward that fails while its tensors are being laid out leaves nothing to differentiate.
+#[test]
+fn a_failed_layout_forward_forgets_the_previous_pass() {
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let cfg = RnnConfig::new(Cell::Gru, 3, 4).batch_first(true);
+        let mut rnn = Rnn::new(RnnParams::random(cfg, 1), &device).unwrap();
+        rnn.forward(&Tensor::zeros(&[2, 5, 3]), None).unwrap();
+        let bad_h0 = Tensor::zeros(&[1, 9]);
+        assert!(rnn.forward(&Tensor::zeros(&[5, 3]), &bad_h0).is_err());
+        let err = rnn.backward(&Tensor::zeros(&[2, 5, 4]), None).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+    }
+}

@@ -811,7 +811,12 @@ impl GpuRnn {
         input: &Tensor,
         state: impl Into<State<'a>>,
     ) -> Result<ForwardOutput> {
-        self.forward_lengths(input, state.into(), None)
+        self.forward_lengths(input, state, None)
+    }
+
+    /// Forgets the last forward pass: [`GpuRnn::backward`] then has nothing to differentiate.
+    pub(crate) fn forget_forward(&mut self) {
+        self.has_forward = false;
     }
 
     /// [`GpuRnn::forward`] for a variable-length batch (see [`crate::Rnn::forward_with_lengths`]):
@@ -819,12 +824,13 @@ impl GpuRnn {
     ///
     /// # Errors
     /// As [`GpuRnn::forward`]; [`Error::Config`] naming `lengths`.
-    pub fn forward_lengths(
+    pub fn forward_lengths<'a>(
         &mut self,
         input: &Tensor,
-        state: State<'_>,
+        state: impl Into<State<'a>>,
         lengths: Option<&[usize]>,
     ) -> Result<ForwardOutput> {
+        let state = state.into();
         // A forward that fails leaves nothing to differentiate.
         self.has_forward = false;
         if self.token_input {
@@ -888,7 +894,7 @@ impl GpuRnn {
         Ok((Tensor::new(shape, data)?, c))
     }
 
-    /// Runs the last forward pass again on the input and `h0` already on the device and waits
+    /// Runs the last forward pass again on the input, `h0` (and lengths) already on the device and waits
     /// for the queue, reading nothing back: the device's own time for a pass, for benchmarks
     /// (PyTorch's CUDA timings likewise keep the input resident).
     ///

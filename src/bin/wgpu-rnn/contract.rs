@@ -42,6 +42,13 @@ pub fn run(
     } else {
         &["input", "h0", "c0", "lengths"]
     };
+    // Integer tensors are read apart; only `lengths` may be one.
+    if let Some((name, t)) = case.int_tensors.iter().find(|(n, _)| *n != "lengths") {
+        return Err(Error::Dtype {
+            name: name.clone(),
+            found: t.dtype.clone(),
+        });
+    }
     for name in case.tensors.keys().chain(case.int_tensors.keys()) {
         if !(inputs.contains(&name.as_str()) || known_extra(name)) {
             return Err(Error::UnknownTensor {
@@ -75,7 +82,8 @@ pub fn run(
             let (t, b) = match x.shape() {
                 [t, b, _] if !cfg.batch_first => (*t, *b),
                 [b, t, _] => (*t, *b),
-                _ => (0, 0),
+                [t, _] => (*t, 1), // unbatched: one sequence
+                _ => return Err(Error::shape("input", &[0, 0, cfg.input_size], x.shape())),
             };
             let l = wgpu_rnn::cpu::check_lengths(l, t, b)?;
             rnn.forward_with_lengths(&x, state, &l)?
