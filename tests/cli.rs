@@ -22,6 +22,30 @@ fn cli(args: &[&str]) -> std::process::Output {
         .expect("run wgpu-rnn")
 }
 
+/// `wgpu-rnn COMMAND --model M --input C --output O --device D EXTRA...` (the file contract).
+fn contract(
+    command: &str,
+    model: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    device: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        command,
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--device",
+        device,
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
 #[test]
 fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
     for (command, device) in [
@@ -34,17 +58,7 @@ fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
         for name in ELMAN.into_iter().chain(GATED).chain(varlen) {
             let out = tmp(&format!("{name}-{command}-{device}.safetensors"));
             let (m, c) = (golden(name, "model"), golden(name, "case"));
-            let r = cli(&[
-                command,
-                "--model",
-                m.to_str().unwrap(),
-                "--input",
-                c.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--device",
-                device,
-            ]);
+            let r = contract(command, &m, &c, &out, device, &[]);
             assert!(
                 r.status.success(),
                 "{name} on {device}: {}",
@@ -629,17 +643,7 @@ fn single_cell_files_through_the_contract() {
         let want = TensorFile::read(&c).unwrap();
         for device in ["cpu", "gpu"] {
             let out = tmp(&format!("{name}-{device}.safetensors"));
-            let r = cli(&[
-                "forward",
-                "--model",
-                m.to_str().unwrap(),
-                "--input",
-                c.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--device",
-                device,
-            ]);
+            let r = contract("forward", &m, &c, &out, device, &[]);
             assert!(
                 r.status.success(),
                 "{name}: {}",
@@ -658,17 +662,7 @@ fn single_cell_files_through_the_contract() {
         let case_path = tmp(&format!("{name}-bwd-case.safetensors"));
         case.write(&case_path).unwrap();
         let out = tmp(&format!("{name}-bwd.safetensors"));
-        let r = cli(&[
-            "backward",
-            "--model",
-            m.to_str().unwrap(),
-            "--input",
-            case_path.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ]);
+        let r = contract("backward", &m, &case_path, &out, "cpu", &[]);
         assert!(
             r.status.success(),
             "{name}: {}",
@@ -709,18 +703,7 @@ fn batch_first_contract() {
     let case_path = tmp("bf-case.safetensors");
     case.write(&case_path).unwrap();
     let out = tmp("bf-out.safetensors");
-    let r = cli(&[
-        "forward",
-        "--model",
-        m.to_str().unwrap(),
-        "--input",
-        case_path.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--device",
-        "gpu",
-        "--batch-first",
-    ]);
+    let r = contract("forward", &m, &case_path, &out, "gpu", &["--batch-first"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let got = TensorFile::read(&out).unwrap();
     common::assert_close(
@@ -767,17 +750,7 @@ fn bad_lengths_in_a_case_are_errors() {
         let path = tmp("bad-lengths.safetensors");
         case.write(&path).unwrap();
         let out = tmp("bad-lengths-out.safetensors");
-        let r = cli(&[
-            "forward",
-            "--model",
-            m.to_str().unwrap(),
-            "--input",
-            path.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ]);
+        let r = contract("forward", &m, &path, &out, "cpu", &[]);
         let err = String::from_utf8_lossy(&r.stderr).to_string();
         assert!(!r.status.success() && !out.exists(), "{parts:?}: {err}");
         for p in parts {
@@ -819,17 +792,7 @@ fn unbatched_lengths_and_integer_tensors_in_a_case() {
         let path = tmp(&format!("{what}.safetensors"));
         case.write(&path).unwrap();
         let out = tmp(&format!("{what}-out.safetensors"));
-        let r = cli(&[
-            "forward",
-            "--model",
-            m.to_str().unwrap(),
-            "--input",
-            path.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ]);
+        let r = contract("forward", &m, &path, &out, "cpu", &[]);
         std::fs::remove_file(path).ok();
         std::fs::remove_file(&out).ok();
         (
