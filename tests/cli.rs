@@ -54,8 +54,7 @@ fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
         ("backward", "cpu"),
         ("backward", "gpu"),
     ] {
-        let varlen = ["rnn_tanh_varlen", "lstm_varlen_bidir", "gru_varlen_2l"];
-        for name in ELMAN.into_iter().chain(GATED).chain(varlen) {
+        for name in ELMAN.into_iter().chain(GATED).chain(common::VARLEN) {
             let out = tmp(&format!("{name}-{command}-{device}.safetensors"));
             let (m, c) = (golden(name, "model"), golden(name, "case"));
             let r = contract(command, &m, &c, &out, device, &[]);

@@ -4,13 +4,29 @@ mod common;
 
 use std::path::PathBuf;
 
-use wgpu_rnn::{Device, Rnn, RnnParams, State, TensorFile};
+use wgpu_rnn::{Device, ForwardOutput, Rnn, RnnParams, State, TensorFile};
 
-use common::{CELLS, ELMAN, GATED, golden};
+use common::{CELLS, ELMAN, GATED, VARLEN, golden};
 
-/// Every golden case without projections or lengths: Elman, LSTM and GRU.
+/// Every golden case without projections: Elman, LSTM and GRU, and variable-length batches.
 fn cases() -> impl Iterator<Item = &'static str> {
-    ELMAN.into_iter().chain(GATED)
+    ELMAN.into_iter().chain(GATED).chain(VARLEN)
+}
+
+/// The case's forward pass: `input` from `h0` (`c0`), with its `lengths` when it has them.
+fn forward(rnn: &mut Rnn, case: &TensorFile) -> ForwardOutput {
+    let state = State {
+        h: case.tensors.get("h0"),
+        c: case.tensors.get("c0"),
+    };
+    let x = &case.tensors["input"];
+    match case.int_tensors.get("lengths") {
+        Some(l) => {
+            let l: Vec<usize> = l.values.iter().map(|&v| v as usize).collect();
+            rnn.forward_with_lengths(x, state, &l).unwrap()
+        }
+        None => rnn.forward(x, state).unwrap(),
+    }
 }
 
 fn check_forward(device: &Device) {
@@ -23,11 +39,7 @@ fn check_forward(device: &Device) {
                 .unwrap_or_else(|| panic!("{name}: no {n}"))
         };
         let mut rnn = Rnn::new(params, device).unwrap();
-        let state = State {
-            h: case.tensors.get("h0"),
-            c: case.tensors.get("c0"),
-        };
-        let out = rnn.forward(t("input"), state).unwrap();
+        let out = forward(&mut rnn, &case);
         let what = format!("{name} on {}", device.describe());
         common::assert_close(&format!("{what}: output"), &out.output, t("output"), 2e-5);
         common::assert_close(&format!("{what}: h_n"), &out.h_n, t("h_n"), 2e-5);
@@ -97,11 +109,7 @@ fn check_backward(device: &Device) {
                 .unwrap_or_else(|| panic!("{name}: no {n}"))
         };
         let mut rnn = Rnn::new(params, device).unwrap();
-        let state = State {
-            h: case.tensors.get("h0"),
-            c: case.tensors.get("c0"),
-        };
-        let out = rnn.forward(t("input"), state).unwrap();
+        let out = forward(&mut rnn, &case);
         let grad_state = State {
             h: case.tensors.get("grad_h_n"),
             c: case.tensors.get("grad_c_n"),

@@ -128,6 +128,10 @@ pub const CELLS: [&str; 4] = [
     "cell_gru",
 ];
 
+/// The golden cases of variable-length batches (their case files hold `lengths`).
+#[allow(dead_code)]
+pub const VARLEN: [&str; 3] = ["rnn_tanh_varlen", "lstm_varlen_bidir", "gru_varlen_2l"];
+
 /// The golden cases of the gated cells (LSTM and GRU) without projections or lengths.
 #[allow(dead_code)]
 pub const GATED: [&str; 4] = ["lstm_1l", "lstm_2l_bidir", "gru_1l", "gru_2l_bidir"];
