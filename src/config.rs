@@ -117,6 +117,13 @@ pub struct RnnConfig {
     pub bidirectional: bool,
     /// Whether the layers have `b_ih` and `b_hh`.
     pub bias: bool,
+    /// PyTorch's `proj_size` `P` (LSTM only, `0 < P < H`; 0 for none): each layer's
+    /// `h = W_hr·(o⊙tanh(c))` with `weight_hr_l{k}` `[P, H]` (Sak et al. 2014, "Long
+    /// short-term memory recurrent neural network architectures for large scale acoustic
+    /// modeling"), so `h0`/`h_n` are `[L·D, B, P]`, the output `[T, B, D·P]`,
+    /// `weight_hh_l{k}` `[4·H, P]` and deeper layers' `weight_ih_l{k}` `[4·H, D·P]`; `c0`/`c_n`
+    /// stay `[L·D, B, H]`.
+    pub proj_size: usize,
     /// PyTorch's `batch_first`: [`crate::Rnn`] takes `input` `[B, T, I]` and returns `output`
     /// `[B, T, D·H]` (states keep `[L·D, B, H]`). Off by default (time-major); a layout of the
     /// model's inputs and outputs only, not saved with the parameters. The lower-level
@@ -135,6 +142,23 @@ impl RnnConfig {
             bidirectional: false,
             bias: true,
             batch_first: false,
+            proj_size: 0,
+        }
+    }
+
+    /// Sets `proj_size` (see the field).
+    pub fn proj_size(mut self, proj_size: usize) -> Self {
+        self.proj_size = proj_size;
+        self
+    }
+
+    /// PyTorch's `real_hidden_size`: the width of `h`, `proj_size` when the layers project
+    /// (`P`), else `hidden_size` (`H`).
+    pub fn real_hidden_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
         }
     }
 
@@ -167,25 +191,40 @@ impl RnnConfig {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Input features of layer `layer`: `I` for layer 0, `D·H` above.
+    /// Input features of layer `layer`: `I` for layer 0, `D·H` above (`D·P` with a
+    /// projection).
     pub fn layer_input_size(&self, layer: usize) -> usize {
         if layer == 0 {
             self.input_size
         } else {
-            self.directions() * self.hidden_size
+            self.output_size()
         }
     }
 
-    /// Output features per step, `D·H`.
+    /// Output features per step, `D·H` (`D·P` with a projection).
     pub fn output_size(&self) -> usize {
-        self.directions() * self.hidden_size
+        self.directions() * self.real_hidden_size()
     }
 
-    /// Checks that every size is at least 1.
+    /// Checks that every size is at least 1 and `proj_size` is as PyTorch allows it
+    /// (LSTM only, below `hidden_size`).
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field that is zero.
+    /// [`Error::Config`] naming the field that is zero, or `proj_size`.
     pub fn validate(&self) -> Result<()> {
+        if self.proj_size > 0 && self.cell != Cell::Lstm {
+            return Err(Error::config(format!(
+                "proj_size: only an LSTM projects its hidden state; found proj_size = {} \
+                 with the {} cell",
+                self.proj_size, self.cell
+            )));
+        }
+        if self.proj_size >= self.hidden_size && self.proj_size > 0 {
+            return Err(Error::config(format!(
+                "proj_size: expected below hidden_size = {} (PyTorch's rule), found {}",
+                self.hidden_size, self.proj_size
+            )));
+        }
         for (name, v) in [
             ("input_size", self.input_size),
             ("hidden_size", self.hidden_size),
@@ -210,13 +249,25 @@ impl RnnConfig {
         ]
     }
 
-    /// Forward FLOPs of one pass over `t` steps of batch `b`: `Σ_layers 2·T·B·D·G·H·(I_l + H)`.
+    /// PyTorch's name of the projection of layer `layer`, direction `dir`: `weight_hr_l{k}`
+    /// (with `_reverse`).
+    pub fn proj_name(&self, layer: usize, dir: usize) -> String {
+        let suffix = if dir == 1 { "_reverse" } else { "" };
+        format!("weight_hr_l{layer}{suffix}")
+    }
+
+    /// Forward FLOPs of one pass over `t` steps of batch `b`:
+    /// `Σ_layers 2·T·B·D·G·H·(I_l + R)`, plus `2·T·B·D·H·P` per layer with a projection
+    /// (`R` is [`RnnConfig::real_hidden_size`]).
     pub fn forward_flops(&self, t: usize, b: usize) -> f64 {
         let g = self.cell.gates();
+        let tbd = (t * b * self.directions()) as f64;
         (0..self.num_layers)
             .map(|l| {
-                2.0 * (t * b * self.directions() * g * self.hidden_size) as f64
-                    * (self.layer_input_size(l) + self.hidden_size) as f64
+                2.0 * tbd
+                    * (g * self.hidden_size) as f64
+                    * (self.layer_input_size(l) + self.real_hidden_size()) as f64
+                    + 2.0 * tbd * (self.hidden_size * self.proj_size) as f64
             })
             .sum()
     }

@@ -235,9 +235,9 @@ impl Rnn {
                 input.shape(),
             ));
         }
-        let states = [cfg.num_layers * cfg.directions(), cfg.hidden_size];
-        let h0 = layout.state_in(state.h, "h0", states)?;
-        let c0 = layout.state_in(state.c, "c0", states)?;
+        let ld = cfg.num_layers * cfg.directions();
+        let h0 = layout.state_in(state.h, "h0", [ld, cfg.real_hidden_size()])?;
+        let c0 = layout.state_in(state.c, "c0", [ld, cfg.hidden_size])?;
         let x = layout.input_in(input);
         let out = self.forward_time_major(
             &x,
@@ -309,7 +309,7 @@ impl Rnn {
             return self.backward_time_major(grad_output, grad_state);
         }
         let cfg = *self.params.config();
-        let states = [cfg.num_layers * cfg.directions(), cfg.hidden_size];
+        let ld = cfg.num_layers * cfg.directions();
         if layout == Layout::Unbatched && grad_output.shape().len() != 2 {
             let t = grad_output.shape().first().copied().unwrap_or(0);
             return Err(crate::Error::shape(
@@ -324,8 +324,8 @@ impl Rnn {
                 grad_output.shape()
             )));
         }
-        let gh = layout.state_in(grad_state.h, "grad_h_n", states)?;
-        let gc = layout.state_in(grad_state.c, "grad_c_n", states)?;
+        let gh = layout.state_in(grad_state.h, "grad_h_n", [ld, cfg.real_hidden_size()])?;
+        let gc = layout.state_in(grad_state.c, "grad_c_n", [ld, cfg.hidden_size])?;
         let gy = layout.input_in(grad_output);
         let g = self.backward_time_major(
             &gy,

@@ -15,12 +15,15 @@ use crate::tensor::{Float, Tensor};
 pub struct LayerParams<T = f32> {
     /// `weight_ih_l{k}`: `[G·H, I_l]`.
     pub w_ih: Tensor<T>,
-    /// `weight_hh_l{k}`: `[G·H, H]`.
+    /// `weight_hh_l{k}`: `[G·H, H]` (`[4·H, P]` with a projection).
     pub w_hh: Tensor<T>,
     /// `bias_ih_l{k}`: `[G·H]`, absent when the model has no bias.
     pub b_ih: Option<Tensor<T>>,
     /// `bias_hh_l{k}`: `[G·H]`, absent when the model has no bias.
     pub b_hh: Option<Tensor<T>>,
+    /// `weight_hr_l{k}`: the LSTM projection `[P, H]`, present exactly when
+    /// [`RnnConfig::proj_size`] is not 0.
+    pub w_hr: Option<Tensor<T>>,
 }
 
 /// All parameters of a recurrent stack, indexed by `layer·D + direction` as PyTorch orders them.
@@ -61,17 +64,20 @@ impl<T: Float> RnnParams<T> {
         for l in 0..config.num_layers {
             for _ in 0..config.directions() {
                 let w_ih = draw(&[gh, config.layer_input_size(l)]);
-                let w_hh = draw(&[gh, config.hidden_size]);
+                let w_hh = draw(&[gh, config.real_hidden_size()]);
                 let (b_ih, b_hh) = if config.bias {
                     (Some(draw(&[gh])), Some(draw(&[gh])))
                 } else {
                     (None, None)
                 };
+                let w_hr =
+                    (config.proj_size > 0).then(|| draw(&[config.proj_size, config.hidden_size]));
                 layers.push(LayerParams {
                     w_ih,
                     w_hh,
                     b_ih,
                     b_hh,
+                    w_hr,
                 });
             }
         }
@@ -119,9 +125,32 @@ impl<T: Float> RnnParams<T> {
             let [n_ih, n_hh, n_bih, n_bhh] = config.param_names(l, d);
             p.w_ih
                 .expect_shape(&n_ih, &[gh, config.layer_input_size(l)])?;
-            p.w_hh.expect_shape(&n_hh, &[gh, config.hidden_size])?;
+            p.w_hh
+                .expect_shape(&n_hh, &[gh, config.real_hidden_size()])?;
             p.w_ih.expect_finite(&n_ih)?;
             p.w_hh.expect_finite(&n_hh)?;
+            let n_hr = config.proj_name(l, d);
+            match (config.proj_size, &p.w_hr) {
+                (0, None) => {}
+                (0, Some(_)) => {
+                    return Err(Error::UnknownTensor {
+                        name: n_hr,
+                        source_name: "parameters".into(),
+                        expected: "no projection, since proj_size = 0".into(),
+                    });
+                }
+                (ps, None) => {
+                    return Err(Error::MissingTensor {
+                        name: n_hr,
+                        expected: vec![ps, config.hidden_size],
+                        source_name: "parameters".into(),
+                    });
+                }
+                (ps, Some(w)) => {
+                    w.expect_shape(&n_hr, &[ps, config.hidden_size])?;
+                    w.expect_finite(&n_hr)?;
+                }
+            }
             for (name, b) in [(n_bih, &p.b_ih), (n_bhh, &p.b_hh)] {
                 match (config.bias, b) {
                     (true, Some(b)) => {
@@ -195,6 +224,7 @@ impl<T: Float> RnnParams<T> {
                     w_hh: p.w_hh.cast(),
                     b_ih: p.b_ih.as_ref().map(Tensor::cast),
                     b_hh: p.b_hh.as_ref().map(Tensor::cast),
+                    w_hr: p.w_hr.as_ref().map(Tensor::cast),
                 })
                 .collect(),
         }
@@ -248,6 +278,9 @@ impl<T: Float> RnnParams<T> {
             if let (Some(bi), Some(bh)) = (&p.b_ih, &p.b_hh) {
                 file.tensors.insert(n_bih, bi.cast());
                 file.tensors.insert(n_bhh, bh.cast());
+            }
+            if let Some(w) = &p.w_hr {
+                file.tensors.insert(self.config.proj_name(l, d), w.cast());
             }
         }
         if let Some(n) = self.config.cell.nonlinearity() {
@@ -378,12 +411,12 @@ impl RnnParams<f32> {
 
     /// Builds parameters from named tensors. The cell, sizes, layers, direction and bias are
     /// inferred from the names and shapes (`weight_ih_l{k}[_reverse]`, ...): with
-    /// `weight_hh_l0` `[G·H, H]`, G = 1 is Elman, 4 LSTM, 3 GRU; the Elman nonlinearity comes
-    /// from metadata `nonlinearity` (`tanh` when absent).
+    /// `weight_hh_l0` `[G·H, H]`, G = 1 is Elman, 4 LSTM, 3 GRU; an LSTM's projection from
+    /// `weight_hr_l0` `[P, H]` (then `weight_hh_l0` is `[4·H, P]`); the Elman nonlinearity
+    /// comes from metadata `nonlinearity` (`tanh` when absent).
     ///
     /// # Errors
-    /// [`Error::UnknownTensor`] for a name that is not a parameter of a recurrent stack (a
-    /// projection's `weight_hr_l{k}` included: `proj_size` is not supported yet),
+    /// [`Error::UnknownTensor`] for a name that is not a parameter of a recurrent stack,
     /// [`Error::MissingTensor`] for a gap (a missing layer, bias or direction),
     /// [`Error::Shape`] for a shape that disagrees with the others,
     /// [`Error::Config`] for a bad `nonlinearity` or weights that disagree on the gate count.
@@ -413,16 +446,12 @@ impl RnnParams<f32> {
                 .named_as_single_cell(true);
         }
         const EXPECTED: &str = "weight_ih_l<k>, weight_hh_l<k>, bias_ih_l<k>, bias_hh_l<k>, \
+                                weight_hr_l<k> (an LSTM's projection), \
                                 each optionally with _reverse";
         let mut max_layer = None::<(usize, String)>;
         let mut reverse = false;
         let mut bias = false;
         for name in file.tensors.keys() {
-            if name.starts_with("weight_hr_l") {
-                return Err(Error::Config(format!(
-                    "{name}: an LSTM with a projection (proj_size) is not supported yet"
-                )));
-            }
             let parsed = parse_param_name(name).ok_or_else(|| Error::UnknownTensor {
                 name: name.clone(),
                 source_name: source.into(),
@@ -473,7 +502,19 @@ impl RnnParams<f32> {
                 bad.0, bad.1
             )));
         }
-        let hidden_size = whh0.shape()[1];
+        // With a projection, weight_hr_l0 [P, H] gives both sizes and weight_hh_l0 is
+        // [G·H, P]; without one, weight_hh_l0 is [G·H, H].
+        let (hidden_size, proj_size) = match file.tensors.get("weight_hr_l0") {
+            Some(w) if w.shape().len() == 2 => (w.shape()[1], w.shape()[0]),
+            Some(w) => {
+                return Err(Error::Config(format!(
+                    "weight_hr_l0: expected a 2-d weight [proj_size, hidden_size], found \
+                     shape {:?}",
+                    w.shape()
+                )));
+            }
+            None => (whh0.shape()[1], 0),
+        };
         let rows = whh0.shape()[0];
         if hidden_size == 0 || rows % hidden_size != 0 {
             return Err(Error::shape(
@@ -514,6 +555,7 @@ impl RnnParams<f32> {
             bidirectional: reverse,
             bias,
             batch_first: false,
+            proj_size,
         };
         config.validate()?;
         let mut layers = Vec::new();
@@ -521,7 +563,11 @@ impl RnnParams<f32> {
             for d in 0..config.directions() {
                 let [n_ih, n_hh, n_bih, n_bhh] = config.param_names(l, d);
                 let w_ih = file.take(&n_ih, &[gh, config.layer_input_size(l)], source)?;
-                let w_hh = file.take(&n_hh, &[gh, hidden_size], source)?;
+                let w_hh = file.take(&n_hh, &[gh, config.real_hidden_size()], source)?;
+                let w_hr = match proj_size {
+                    0 => None,
+                    p => Some(file.take(&config.proj_name(l, d), &[p, hidden_size], source)?),
+                };
                 let (b_ih, b_hh) = if bias {
                     (
                         Some(file.take(&n_bih, &[gh], source)?),
@@ -535,6 +581,7 @@ impl RnnParams<f32> {
                     w_hh,
                     b_ih,
                     b_hh,
+                    w_hr,
                 });
             }
         }
@@ -568,7 +615,8 @@ fn parse_param_name(name: &str) -> Option<ParamName> {
     };
     let rest = rest
         .strip_prefix("ih_l")
-        .or_else(|| rest.strip_prefix("hh_l"))?;
+        .or_else(|| rest.strip_prefix("hh_l"))
+        .or_else(|| rest.strip_prefix("hr_l").filter(|_| !is_bias))?;
     let (digits, reverse) = match rest.strip_suffix("_reverse") {
         Some(d) => (d, true),
         None => (rest, false),
@@ -602,6 +650,8 @@ pub(crate) struct LayerOffsets {
     pub w_hh: usize,
     /// `(b_ih, b_hh)` when the model has bias.
     pub bias: Option<(usize, usize)>,
+    /// `w_hr` `[D, P, H]` when the model projects.
+    pub w_hr: Option<usize>,
 }
 
 impl ParamLayout {
@@ -616,8 +666,9 @@ impl ParamLayout {
         let layers = (0..cfg.num_layers)
             .map(|l| LayerOffsets {
                 w_ih: take(d_n * gh * cfg.layer_input_size(l)),
-                w_hh: take(d_n * gh * h),
+                w_hh: take(d_n * gh * cfg.real_hidden_size()),
                 bias: cfg.bias.then(|| (take(d_n * gh), take(d_n * gh))),
+                w_hr: (cfg.proj_size > 0).then(|| take(d_n * cfg.proj_size * h)),
             })
             .collect();
         ParamLayout { layers, total: at }
@@ -638,6 +689,9 @@ impl ParamLayout {
                     put(&mut flat, bi, tbi);
                     put(&mut flat, bh, tbh);
                 }
+                if let (Some(hr), Some(w)) = (off.w_hr, &p.w_hr) {
+                    put(&mut flat, hr, w);
+                }
             }
         }
         flat
@@ -656,9 +710,10 @@ impl ParamLayout {
                 };
                 layers.push(LayerParams {
                     w_ih: get(off.w_ih, vec![gh, i_l]),
-                    w_hh: get(off.w_hh, vec![gh, h]),
+                    w_hh: get(off.w_hh, vec![gh, cfg.real_hidden_size()]),
                     b_ih: off.bias.map(|(bi, _)| get(bi, vec![gh])),
                     b_hh: off.bias.map(|(_, bh)| get(bh, vec![gh])),
+                    w_hr: off.w_hr.map(|hr| get(hr, vec![cfg.proj_size, h])),
                 });
             }
         }

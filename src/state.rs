@@ -67,10 +67,11 @@ impl<T: Float> State<'_, T> {
         names: [&str; 2],
         finite: bool,
     ) -> Result<()> {
-        let shape = [
-            config.num_layers * config.directions(),
-            b,
-            config.hidden_size,
+        let ld = config.num_layers * config.directions();
+        // h is [L·D, B, P] with a projection; c is always [L·D, B, H].
+        let shapes = [
+            [ld, b, config.real_hidden_size()],
+            [ld, b, config.hidden_size],
         ];
         if self.c.is_some() && !config.cell.spec().has_cell_state() {
             return Err(Error::config(format!(
@@ -78,7 +79,7 @@ impl<T: Float> State<'_, T> {
                 names[1], config.cell, names[0]
             )));
         }
-        for (t, name) in [self.h, self.c].into_iter().zip(names) {
+        for ((t, name), shape) in [self.h, self.c].into_iter().zip(names).zip(shapes) {
             if let Some(t) = t {
                 t.expect_shape(name, &shape)?;
                 if finite {
@@ -92,6 +93,8 @@ impl<T: Float> State<'_, T> {
 
 /// What a forward pass returns: `output` `[T, B, D·H]` (forward direction first), `h_n`
 /// `[L·D, B, H]` (index `layer·D + direction`) and, for a cell with a cell state, `c_n`.
+/// With an LSTM projection `P` ([`RnnConfig::proj_size`]) `output` is `[T, B, D·P]` and
+/// `h_n` `[L·D, B, P]`; `c_n` stays `[L·D, B, H]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForwardOutput<T = f32> {
     /// Hidden states of the top layer for every step, `[T, B, D·H]`.

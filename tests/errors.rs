@@ -370,7 +370,7 @@ fn file_with_gated_weights() {
         &err,
         &["weight_hh_l1", "weight_hh_l0", "gate count", "lstm"],
     );
-    // No cell has 2 gate blocks; a projection is not supported yet.
+    // No cell has 2 gate blocks.
     let mut file = TensorFile::default();
     file.tensors
         .insert("weight_ih_l0".into(), Tensor::zeros(&[2 * h, i]));
@@ -378,15 +378,53 @@ fn file_with_gated_weights() {
         .insert("weight_hh_l0".into(), Tensor::zeros(&[2 * h, h]));
     let err = RnnParams::from_tensor_file(file, "mem").unwrap_err();
     assert_msg(&err, &["weight_hh_l0", "2 gate blocks", "GRU 3, LSTM 4"]);
-    let mut file = TensorFile::default();
-    file.tensors
-        .insert("weight_ih_l0".into(), Tensor::zeros(&[4 * h, i]));
-    file.tensors
-        .insert("weight_hh_l0".into(), Tensor::zeros(&[4 * h, 2]));
-    file.tensors
-        .insert("weight_hr_l0".into(), Tensor::zeros(&[2, h]));
-    let err = RnnParams::from_tensor_file(file, "mem").unwrap_err();
-    assert_msg(&err, &["weight_hr_l0", "proj_size", "not supported yet"]);
+}
+
+/// LSTM projections: `weight_hr_l{k}` `[P, H]` gives `proj_size`; a projection on another
+/// cell, one not below `hidden_size`, a missing or misshapen `weight_hr` of another layer are
+/// errors naming it.
+#[test]
+fn projection_files_are_checked() {
+    let (i, h, p) = (4, 3, 2);
+    let file = |g: usize, p: usize, layers: usize| {
+        let mut file = TensorFile::default();
+        for l in 0..layers {
+            let i_l = if l == 0 { i } else { p };
+            file.tensors
+                .insert(format!("weight_ih_l{l}"), Tensor::zeros(&[g * h, i_l]));
+            file.tensors
+                .insert(format!("weight_hh_l{l}"), Tensor::zeros(&[g * h, p]));
+            file.tensors
+                .insert(format!("weight_hr_l{l}"), Tensor::zeros(&[p, h]));
+        }
+        file
+    };
+    let ok = RnnParams::from_tensor_file(file(4, p, 2), "mem").unwrap();
+    assert_eq!(
+        (ok.config().proj_size, ok.config().hidden_size),
+        (p, h),
+        "P and H from weight_hr_l0"
+    );
+    assert_eq!(ok.config().output_size(), p);
+    let err = RnnParams::from_tensor_file(file(3, p, 1), "mem").unwrap_err();
+    assert_msg(&err, &["proj_size", "only an LSTM", "gru"]);
+    let err = RnnParams::from_tensor_file(file(4, h, 1), "mem").unwrap_err();
+    assert_msg(&err, &["proj_size", "below hidden_size = 3", "found 3"]);
+    let mut f = file(4, p, 2);
+    f.tensors.remove("weight_hr_l1");
+    let err = RnnParams::from_tensor_file(f, "mem").unwrap_err();
+    assert_msg(&err, &["weight_hr_l1"]);
+    let mut f = file(4, p, 2);
+    f.tensors
+        .insert("weight_hr_l1".into(), Tensor::zeros(&[p, h + 1]));
+    let err = RnnParams::from_tensor_file(f, "mem").unwrap_err();
+    assert_msg(&err, &["weight_hr_l1", "[2, 3]", "[2, 4]"]);
+    // Parameters built in code are checked the same way.
+    let cfg = RnnConfig::new(Cell::Lstm, i, h).proj_size(p);
+    let mut layers = RnnParams::<f32>::random(cfg, 1).layers().to_vec();
+    layers[0].w_hr = None;
+    let err = RnnParams::new(cfg, layers).unwrap_err();
+    assert_msg(&err, &["weight_hr_l0"]);
 }
 
 /// A stack inside a larger module: `--prefix` with or without the trailing dot, and a prefix

@@ -210,6 +210,7 @@ fn all_config_combinations() {
                         bidirectional,
                         bias,
                         batch_first: false,
+                        proj_size: 0,
                     };
                     let mut rnn =
                         Rnn::new(RnnParams::random(cfg, seed), &Device::Gpu(common::gpu()))

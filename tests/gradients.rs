@@ -67,16 +67,17 @@ impl Problem {
         with_grad_h_n: bool,
         seed: u64,
     ) -> Self {
-        let states = [cfg.num_layers * cfg.directions(), b, cfg.hidden_size];
+        let ld = cfg.num_layers * cfg.directions();
+        let (h_shape, c_shape) = ([ld, b, cfg.real_hidden_size()], [ld, b, cfg.hidden_size]);
         let c = cfg.cell.spec().has_cell_state();
         Problem {
             params: RnnParams::random(cfg, seed),
             x: common::random(&[t, b, cfg.input_size], 1.0, seed + 1),
-            h0: with_h0.then(|| common::random(&states, 1.0, seed + 2)),
-            c0: (with_h0 && c).then(|| common::random(&states, 1.0, seed + 5)),
+            h0: with_h0.then(|| common::random(&h_shape, 1.0, seed + 2)),
+            c0: (with_h0 && c).then(|| common::random(&c_shape, 1.0, seed + 5)),
             grad_output: common::random(&[t, b, cfg.output_size()], 1.0, seed + 3),
-            grad_h_n: with_grad_h_n.then(|| common::random(&states, 1.0, seed + 4)),
-            grad_c_n: (with_grad_h_n && c).then(|| common::random(&states, 1.0, seed + 6)),
+            grad_h_n: with_grad_h_n.then(|| common::random(&h_shape, 1.0, seed + 4)),
+            grad_c_n: (with_grad_h_n && c).then(|| common::random(&c_shape, 1.0, seed + 6)),
         }
     }
 
@@ -134,7 +135,8 @@ impl Problem {
                     0 => &mut p.w_ih,
                     1 => &mut p.w_hh,
                     2 => p.b_ih.as_mut().expect("bias"),
-                    _ => p.b_hh.as_mut().expect("bias"),
+                    3 => p.b_hh.as_mut().expect("bias"),
+                    _ => p.w_hr.as_mut().expect("projection"),
                 }
             }
         }
@@ -162,19 +164,16 @@ impl Problem {
 #[track_caller]
 fn check_fd(p: &Problem, what: &str) {
     let cfg = *p.params.config();
-    let states = [
-        cfg.num_layers * cfg.directions(),
-        p.x.shape()[1],
-        cfg.hidden_size,
-    ];
+    let (ld, b) = (cfg.num_layers * cfg.directions(), p.x.shape()[1]);
+    let (h_shape, c_shape) = ([ld, b, cfg.real_hidden_size()], [ld, b, cfg.hidden_size]);
     let g = p.analytic();
     let mut fd = p.clone();
-    fd.h0.get_or_insert_with(|| Tensor::zeros(&states));
-    fd.grad_h_n.get_or_insert_with(|| Tensor::zeros(&states));
+    fd.h0.get_or_insert_with(|| Tensor::zeros(&h_shape));
+    fd.grad_h_n.get_or_insert_with(|| Tensor::zeros(&h_shape));
     let with_c = cfg.cell.spec().has_cell_state();
     if with_c {
-        fd.c0.get_or_insert_with(|| Tensor::zeros(&states));
-        fd.grad_c_n.get_or_insert_with(|| Tensor::zeros(&states));
+        fd.c0.get_or_insert_with(|| Tensor::zeros(&c_shape));
+        fd.grad_c_n.get_or_insert_with(|| Tensor::zeros(&c_shape));
     }
     assert_eq!(
         fd.loss(),
@@ -195,15 +194,24 @@ fn check_fd(p: &Problem, what: &str) {
     assert_eq!(g.params.config(), &cfg, "{what}: gradient config");
     assert_eq!(g.params.layers().len(), cfg.num_layers * cfg.directions());
     for (ld, gl) in g.params.layers().iter().enumerate() {
-        let names = cfg.param_names(ld / cfg.directions(), ld % cfg.directions());
+        let (l, d) = (ld / cfg.directions(), ld % cfg.directions());
+        let names = cfg
+            .param_names(l, d)
+            .into_iter()
+            .chain([cfg.proj_name(l, d)]);
         let grads = [
             Some(&gl.w_ih),
             Some(&gl.w_hh),
             gl.b_ih.as_ref(),
             gl.b_hh.as_ref(),
+            gl.w_hr.as_ref(),
         ];
-        for (k, (name, got)) in names.iter().zip(grads).enumerate() {
-            if k >= 2 && !cfg.bias {
+        for (k, (name, got)) in names.zip(grads).enumerate() {
+            if k == 4 && cfg.proj_size == 0 {
+                assert!(got.is_none(), "{what}: {name} without a projection");
+                continue;
+            }
+            if (2..4).contains(&k) && !cfg.bias {
                 assert!(
                     got.is_none(),
                     "{what}: {name}: a gradient for a missing bias"
@@ -211,7 +219,7 @@ fn check_fd(p: &Problem, what: &str) {
                 continue;
             }
             let got = got.unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
-            check(name, got, &fd.numeric(Target::Param(ld, k)));
+            check(&name, got, &fd.numeric(Target::Param(ld, k)));
         }
     }
 }
@@ -260,6 +268,28 @@ fn cpu_gradients_match_finite_differences_relu() {
 #[test]
 fn cpu_gradients_match_finite_differences_lstm() {
     fd_all(Cell::Lstm, 2500);
+}
+
+/// LSTM projections (`proj_size` P = 2 < H = 4): every layer count, direction and bias, with
+/// `h0`/`c0` and `grad_h_n`/`grad_c_n`; `weight_hr`'s gradient included.
+#[test]
+fn cpu_gradients_match_finite_differences_lstm_projection() {
+    let mut seed = 2600;
+    for layers in [1, 2] {
+        for bidirectional in [false, true] {
+            for bias in [false, true] {
+                let cfg = RnnConfig::new(Cell::Lstm, 3, 4)
+                    .proj_size(2)
+                    .layers(layers)
+                    .bidirectional(bidirectional)
+                    .bias(bias);
+                fd_case(cfg, true, true, seed);
+                seed += 10;
+            }
+        }
+    }
+    let cfg = RnnConfig::new(Cell::Lstm, 3, 4).proj_size(3).layers(3);
+    fd_case(cfg, false, true, seed);
 }
 
 #[test]
@@ -745,12 +775,18 @@ fn backward_after_forward_with_a_new_shape() {
 }
 
 /// Variable-length batches: the CPU's f64 gradients against finite differences, every cell,
-/// bidirectional, with h0 (c0), grad_h_n (grad_c_n) and lengths in any order.
+/// bidirectional (and a projected LSTM), with h0 (c0), grad_h_n (grad_c_n) and lengths in any
+/// order.
 #[test]
 fn cpu_gradients_with_lengths_match_finite_differences() {
     let lengths = [2usize, 4, 1];
-    for (n, cell) in Cell::ALL.into_iter().enumerate() {
-        let cfg = RnnConfig::new(cell, 3, 4).bidirectional(true);
+    let configs = Cell::ALL
+        .map(|cell| RnnConfig::new(cell, 3, 4))
+        .into_iter()
+        .chain([RnnConfig::new(Cell::Lstm, 3, 4).proj_size(2)]);
+    for (n, cfg) in configs.enumerate() {
+        let cfg = cfg.bidirectional(true);
+        let cell = cfg.cell;
         let p = Problem::random(cfg, 4, lengths.len(), true, true, 5000 + 10 * n as u64);
         let loss = |p: &Problem| -> f64 {
             let (out, _) =
@@ -786,7 +822,10 @@ fn cpu_gradients_with_lengths_match_finite_differences() {
             }
             grad
         };
-        let what = format!("{cell} with lengths {lengths:?}");
+        let what = format!(
+            "{cell} (proj_size {}) with lengths {lengths:?}",
+            cfg.proj_size
+        );
         common::assert_close(
             &format!("{what}: grad.input"),
             &g.input,
@@ -808,18 +847,21 @@ fn cpu_gradients_with_lengths_match_finite_differences() {
             );
         }
         for ld in 0..2 {
-            for (k, name) in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+            for (k, name) in ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
                 .iter()
                 .enumerate()
             {
                 let gl = &g.params.layers()[ld];
-                let got = [
+                let Some(got) = [
                     Some(&gl.w_ih),
                     Some(&gl.w_hh),
                     gl.b_ih.as_ref(),
                     gl.b_hh.as_ref(),
-                ][k]
-                    .unwrap();
+                    gl.w_hr.as_ref(),
+                ][k] else {
+                    assert!(k == 4 && cfg.proj_size == 0, "{what}: no grad.{name}");
+                    continue;
+                };
                 let want = numeric(Target::Param(ld, k));
                 common::assert_close(&format!("{what}: grad.{name} ({ld})"), got, &want, FD_TOL);
             }

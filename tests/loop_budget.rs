@@ -163,6 +163,7 @@ fn check_zero_model_sums(t: usize, b: usize) {
         w_hh: zero(),
         b_ih: Some(Tensor::full(&[1], 0.0)),
         b_hh: Some(Tensor::full(&[1], 0.0)),
+        w_hr: None,
     };
     let params = RnnParams::new(cfg, vec![layer]).unwrap();
     let x = Tensor::full(&[t, b, 1], 1.0);
@@ -333,6 +334,7 @@ fn sizes_past_a_kernel_maximum_are_refused_before_dispatch() {
         w_hh: Tensor::full(&[h, h], 0.0),
         b_ih: Some(Tensor::full(&[h], 0.0)),
         b_hh: Some(Tensor::full(&[h], 0.0)),
+        w_hr: None,
     };
     let params = RnnParams::new(cfg, vec![layer]).unwrap();
     let err = GpuRnn::new(common::gpu(), &params)

@@ -44,6 +44,7 @@ fn relu_state_that_overflows_becomes_inf_then_nan() {
         w_hh: Tensor::new(vec![2, 2], vec![2.0, 0.0, 0.0, 2.0]).unwrap(),
         b_ih: None,
         b_hh: None,
+        w_hr: None,
     };
     let params = RnnParams::new(cfg, vec![layer]).unwrap();
     let x = Tensor::full(&[3, 1, 1], 0.0);
@@ -115,6 +116,7 @@ fn check_activation(cell: Cell, act: fn(f32) -> f32, grad_from_y: fn(f32) -> f32
         w_hh: Tensor::full(&[1, 1], -3e38),
         b_ih: None,
         b_hh: None,
+        w_hr: None,
     };
     let params = RnnParams::new(cfg, vec![layer]).unwrap();
     let (x, h0, pre) = rows();
@@ -181,6 +183,7 @@ fn relu_blocks_an_infinite_gradient_where_its_output_is_zero() {
         w_hh: Tensor::full(&[1, 1], 1e30),
         b_ih: None,
         b_hh: None,
+        w_hr: None,
     };
     let params = RnnParams::new(cfg, vec![layer]).unwrap();
     let x = Tensor::new(vec![2, 1, 1], vec![-1.0, 1.0]).unwrap();
@@ -263,6 +266,7 @@ fn gated_cells_on_nan_inf_follow_pytorch() {
             w_hh: Tensor::full(&[g, 1], -3e38),
             b_ih: None,
             b_hh: None,
+            w_hr: None,
         };
         let params = RnnParams::new(cfg, vec![layer]).unwrap();
         let want: Vec<f32> = (0..b)

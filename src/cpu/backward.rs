@@ -84,8 +84,11 @@ pub(crate) fn backward_input<T: Float>(
     let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
     let (h, d_n, g_n) = (cfg.hidden_size, cfg.directions(), cell.gates());
-    let (dh, gh, s_h) = (d_n * h, g_n * h, cell.saved_units() * h);
+    // R: the width of h (P with a projection, else H).
+    let (r, proj) = (cfg.real_hidden_size(), cfg.proj_size > 0);
+    let (dr, gh, s_h) = (d_n * r, g_n * h, cell.saved_units() * h);
     let c_len = if cell.has_cell_state() { h } else { 0 };
+    let m_len = if proj { h } else { 0 };
     let split = cell.splits_gate_gradients();
     let ld_n = cfg.num_layers * d_n;
     let ys = trace.layer_outputs();
@@ -98,13 +101,13 @@ pub(crate) fn backward_input<T: Float>(
         )));
     }
     for (l, y) in ys.iter().enumerate() {
-        y.expect_shape(&format!("layer output {l}"), &[t_len, b, dh])?;
+        y.expect_shape(&format!("layer output {l}"), &[t_len, b, dr])?;
     }
     // Shapes only: finiteness is a property of a caller's input ([`backward`] checks it), not
     // of a gradient computed inside a training step, which propagates NaN as PyTorch does.
-    grad_output.expect_shape("grad_output", &[t_len, b, dh])?;
+    grad_output.expect_shape("grad_output", &[t_len, b, dr])?;
     grad_state.check(&cfg, b, ["grad_h_n", "grad_c_n"], false)?;
-    let zero_h0 = Tensor::zeros(&[ld_n, b, h]);
+    let zero_h0 = Tensor::zeros(&[ld_n, b, r]);
     let h0 = state.h.unwrap_or(&zero_h0);
     let zero_c0 = vec![T::zero(); ld_n * b * c_len];
     let c0 = state.c.map_or(&zero_c0[..], |c| c.data());
@@ -117,20 +120,25 @@ pub(crate) fn backward_input<T: Float>(
             w_hh: Tensor::zeros(p.w_hh.shape()),
             b_ih: p.b_ih.as_ref().map(|t| Tensor::zeros(t.shape())),
             b_hh: p.b_hh.as_ref().map(|t| Tensor::zeros(t.shape())),
+            w_hr: p.w_hr.as_ref().map(|t| Tensor::zeros(t.shape())),
         })
         .collect();
-    let mut grad_h0 = Tensor::zeros(&[ld_n, b, h]);
+    let mut grad_h0 = Tensor::zeros(&[ld_n, b, r]);
     let mut grad_c0 = (c_len > 0).then(|| Tensor::zeros(&[ld_n, b, h]));
     let mut d_y = grad_output.clone();
     // δX and δR of one direction, [T·B, G·H] (δR only when the cell splits them).
     let mut d_x = vec![T::zero(); t_len * b * gh];
     let mut d_r = vec![T::zero(); if split { t_len * b * gh } else { 0 }];
-    let mut h_prev = vec![T::zero(); t_len * b * h];
+    let mut h_prev = vec![T::zero(); t_len * b * r];
     let mut c_prev = vec![T::zero(); b * c_len];
-    let mut carry = vec![T::zero(); b * h];
+    let mut carry = vec![T::zero(); b * r];
     let mut carry_c = vec![T::zero(); b * c_len];
-    let mut direct = vec![T::zero(); b * h];
-    let mut dh_row = vec![T::zero(); h];
+    let mut direct = vec![T::zero(); b * r];
+    let mut dh_row = vec![T::zero(); r];
+    // With a projection: ∂L/∂h_t of every step and row [T·B, P] (for ∂W_hr), and
+    // ∂L/∂m_t = ∂L/∂h_t·W_hr of one row [H], which the cell's backward takes as its dh.
+    let mut dh_all = vec![T::zero(); if proj { t_len * b * r } else { 0 }];
+    let mut dm_row = vec![T::zero(); m_len];
     for l in (0..cfg.num_layers).rev() {
         let x = match (l, input) {
             (0, Input::Dense(x)) => Some(x),
@@ -139,7 +147,7 @@ pub(crate) fn backward_input<T: Float>(
         };
         let i_l = cfg.layer_input_size(l);
         let y = &ys[l];
-        let (cs, saved) = (&trace.cs[l], &trace.saved[l]);
+        let (cs, saved, ms) = (&trace.cs[l], &trace.saved[l], &trace.ms[l]);
         let mut d_in = Tensor::zeros(&[t_len, b, if x.is_some() { i_l } else { 0 }]);
         for d in 0..d_n {
             let ld = l * d_n + d;
@@ -149,11 +157,11 @@ pub(crate) fn backward_input<T: Float>(
             for t in 0..t_len {
                 let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
                 for (bi, &len) in lengths.iter().enumerate() {
-                    let dst = &mut h_prev[(t * b + bi) * h..][..h];
+                    let dst = &mut h_prev[(t * b + bi) * r..][..r];
                     if first_last(d, t, len).0 {
-                        dst.copy_from_slice(&h0.data()[(ld * b + bi) * h..][..h]);
+                        dst.copy_from_slice(&h0.data()[(ld * b + bi) * r..][..r]);
                     } else if t < len && tp < t_len {
-                        dst.copy_from_slice(&y.data()[(tp * b + bi) * dh + d * h..][..h]);
+                        dst.copy_from_slice(&y.data()[((tp * b + bi) * d_n + d) * r..][..r]);
                     }
                 }
             }
@@ -163,15 +171,18 @@ pub(crate) fn backward_input<T: Float>(
                 let t = if d == 0 { t_len - 1 - s } else { s };
                 let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
                 for (bi, &len) in lengths.iter().enumerate() {
-                    let at = (t * b + bi) * dh + d * h;
                     let row = t * b + bi;
+                    let at = row * d_n + d;
                     if t >= len {
                         // Past the row's end: no step, no gradient (and nothing carried).
                         d_x[row * gh..][..gh].fill(T::zero());
                         if split {
                             d_r[row * gh..][..gh].fill(T::zero());
                         }
-                        direct[bi * h..][..h].fill(T::zero());
+                        direct[bi * r..][..r].fill(T::zero());
+                        if proj {
+                            dh_all[row * r..][..r].fill(T::zero());
+                        }
                         continue;
                     }
                     let (first, last) = first_last(d, t, len);
@@ -179,14 +190,14 @@ pub(crate) fn backward_input<T: Float>(
                     if first {
                         cp.copy_from_slice(&c0[(ld * b + bi) * c_len..][..c_len]);
                     } else {
-                        let ca = ((tp * b + bi) * dh + d * h) / h * c_len;
+                        let ca = ((tp * b + bi) * d_n + d) * c_len;
                         cp.copy_from_slice(&cs[ca..][..c_len]);
                     }
                     // The row's last step receives ∂L/∂h_n (and ∂L/∂c_n); the others what
                     // the later step carried.
                     if last {
-                        let at_state = (ld * b + bi) * h;
-                        initial_row(grad_state.h, at_state, &mut carry[bi * h..][..h]);
+                        let at_state = (ld * b + bi) * r;
+                        initial_row(grad_state.h, at_state, &mut carry[bi * r..][..r]);
                         initial_row(
                             grad_state.c,
                             (ld * b + bi) * c_len,
@@ -194,18 +205,32 @@ pub(crate) fn backward_input<T: Float>(
                         );
                     }
                     for (j, o) in dh_row.iter_mut().enumerate() {
-                        *o = d_y.data()[at + j] + carry[bi * h + j];
+                        *o = d_y.data()[at * r + j] + carry[bi * r + j];
                     }
+                    // With a projection, the cell's own output is m_t: ∂L/∂m_t = ∂L/∂h_t·W_hr.
+                    let (dh_cell, h_cell) = match &p.w_hr {
+                        Some(w_hr) => {
+                            dh_all[row * r..][..r].copy_from_slice(&dh_row);
+                            dm_row.fill(T::zero());
+                            for (k, &g) in dh_row.iter().enumerate() {
+                                for (o, &w) in dm_row.iter_mut().zip(&w_hr.data()[k * h..][..h]) {
+                                    *o = *o + g * w;
+                                }
+                            }
+                            (&dm_row[..], &ms[at * m_len..][..m_len])
+                        }
+                        None => (&dh_row[..], &y.data()[at * r..][..r]),
+                    };
                     cell.backward(
-                        &dh_row,
+                        dh_cell,
                         &mut carry_c[bi * c_len..][..c_len],
-                        &y.data()[at..][..h],
+                        h_cell,
                         &saved[(d * t_len * b + row) * s_h..][..s_h],
-                        &h_prev[row * h..][..h],
+                        &h_prev[row * r..][..r],
                         &c_prev[bi * c_len..][..c_len],
                         &mut d_x[row * gh..][..gh],
                         &mut d_r[if split { row * gh } else { 0 }..][..if split { gh } else { 0 }],
-                        &mut direct[bi * h..][..h],
+                        &mut direct[bi * r..][..r],
                     );
                 }
                 // δh_{t-1} = δR_t · W_hh + the direct term
@@ -214,26 +239,26 @@ pub(crate) fn backward_input<T: Float>(
                 T::gemm(
                     b,
                     gh,
-                    h,
+                    r,
                     T::one(),
                     &d_rec[t * b * gh..][..b * gh],
                     gh,
                     1,
                     p.w_hh.data(),
-                    h,
+                    r,
                     1,
                     T::one(),
                     &mut carry,
-                    h,
+                    r,
                     1,
                 );
                 // A row whose first step this was has its ∂h0 (and ∂c0) now.
                 for (bi, &len) in lengths.iter().enumerate() {
                     if t < len && first_last(d, t, len).0 {
-                        let to = (ld * b + bi) * h;
-                        grad_h0.data_mut()[to..][..h].copy_from_slice(&carry[bi * h..][..h]);
+                        let to = ld * b + bi;
+                        grad_h0.data_mut()[to * r..][..r].copy_from_slice(&carry[bi * r..][..r]);
                         if let Some(gc) = &mut grad_c0 {
-                            gc.data_mut()[to..][..h]
+                            gc.data_mut()[to * h..][..h]
                                 .copy_from_slice(&carry_c[bi * c_len..][..c_len]);
                         }
                     }
@@ -246,19 +271,38 @@ pub(crate) fn backward_input<T: Float>(
             T::gemm(
                 gh,
                 tb,
-                h,
+                r,
                 T::one(),
                 d_rec,
                 1,
                 gh,
                 &h_prev,
-                h,
+                r,
                 1,
                 T::zero(),
                 g.w_hh.data_mut(),
-                h,
+                r,
                 1,
             );
+            // ∂W_hr = Σ_t ∂L/∂h_tᵀ·m_t, m_t of direction d at stride D·H.
+            if let Some(gw) = &mut g.w_hr {
+                T::gemm(
+                    r,
+                    tb,
+                    h,
+                    T::one(),
+                    &dh_all,
+                    1,
+                    r,
+                    &ms[d * h..],
+                    d_n * h,
+                    1,
+                    T::zero(),
+                    gw.data_mut(),
+                    h,
+                    1,
+                );
+            }
             match (x, input) {
                 (Some(x), _) => {
                     T::gemm(

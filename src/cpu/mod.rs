@@ -16,15 +16,17 @@ use crate::params::RnnParams;
 pub use crate::state::{ForwardOutput, Gradients, State, check_inputs};
 use crate::tensor::{Float, Tensor};
 
-/// What a forward pass keeps for the backward pass: every layer's output `[T, B, D·H]`
-/// (the last is the model's output), and for cells that need them every layer's cell states
-/// `c_t` `[T, B, D·H]` and saved activations `[D, T, B, S·H]`
-/// ([`crate::cell::CellSpec::saved_units`]).
+/// What a forward pass keeps for the backward pass: every layer's output `[T, B, D·R]`
+/// (the last is the model's output; `R` is [`crate::RnnConfig::real_hidden_size`]), and for
+/// cells that need them every layer's cell states `c_t` `[T, B, D·H]`, saved activations
+/// `[D, T, B, S·H]` ([`crate::cell::CellSpec::saved_units`]) and, with a projection, the
+/// unprojected `m_t = o⊙tanh(c_t)` `[T, B, D·H]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace<T = f32> {
     ys: Vec<Tensor<T>>,
     cs: Vec<Vec<T>>,
     saved: Vec<Vec<T>>,
+    ms: Vec<Vec<T>>,
     /// Every batch row's sequence length (`T` for all when the batch is not variable-length).
     lengths: Vec<usize>,
 }
@@ -149,38 +151,43 @@ pub(crate) fn forward_trace_lengths<T: Float>(
     let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
     let (h, d_n, g) = (cfg.hidden_size, cfg.directions(), cell.gates());
-    let (dh, gh, s_h) = (d_n * h, g * h, cell.saved_units() * h);
+    // R: the width of h (P with a projection, else H).
+    let (r, proj) = (cfg.real_hidden_size(), cfg.proj_size > 0);
+    let (dr, gh, s_h) = (d_n * r, g * h, cell.saved_units() * h);
     let with_c = cell.has_cell_state();
     let c_len = if with_c { h } else { 0 };
+    let m_len = if proj { h } else { 0 };
     let ld_n = cfg.num_layers * d_n;
-    let mut h_n = Tensor::zeros(&[ld_n, b, h]);
+    let mut h_n = Tensor::zeros(&[ld_n, b, r]);
     let mut c_n = with_c.then(|| Tensor::zeros(&[ld_n, b, h]));
     let mut trace = Trace {
         ys: Vec::with_capacity(cfg.num_layers),
         cs: Vec::new(),
         saved: Vec::new(),
+        ms: Vec::new(),
         lengths: lengths.to_vec(),
     };
-    let mut proj = vec![T::zero(); t_len * b * gh];
+    let mut proj_x = vec![T::zero(); t_len * b * gh];
     let mut rec = vec![T::zero(); b * gh];
-    let mut h_prev = vec![T::zero(); b * h];
+    let mut h_prev = vec![T::zero(); b * r];
     let mut c_prev = vec![T::zero(); b * c_len];
     for l in 0..cfg.num_layers {
         let i_l = cfg.layer_input_size(l);
-        let mut y = Tensor::zeros(&[t_len, b, dh]);
+        let mut y = Tensor::zeros(&[t_len, b, dr]);
         let mut cs = vec![T::zero(); t_len * b * d_n * c_len];
+        let mut ms = vec![T::zero(); t_len * b * d_n * m_len];
         let mut saved = vec![T::zero(); d_n * t_len * b * s_h];
         for d in 0..d_n {
             let p = params.layer(l, d);
             // X = X·W_ihᵀ + b_ih + the b_hh blocks that fold, for all steps at once; the
             // blocks that do not fold are added to the recurrent product instead.
             let (x_bias, r_bias) = split_bias(cell, p.b_ih.as_ref(), p.b_hh.as_ref(), gh);
-            for row in proj.chunks_exact_mut(gh) {
+            for row in proj_x.chunks_exact_mut(gh) {
                 row.copy_from_slice(&x_bias);
             }
             match (trace.ys.last(), input) {
                 (None, Input::Tokens { ids, .. }) => {
-                    for (row, &id) in proj.chunks_exact_mut(gh).zip(ids) {
+                    for (row, &id) in proj_x.chunks_exact_mut(gh).zip(ids) {
                         for (j, o) in row.iter_mut().enumerate() {
                             *o = *o + p.w_ih.data()[j * i_l + id as usize];
                         }
@@ -204,7 +211,7 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                         1,
                         i_l,
                         T::one(),
-                        &mut proj,
+                        &mut proj_x,
                         gh,
                         1,
                     );
@@ -218,16 +225,16 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                 for (bi, &len) in lengths.iter().enumerate() {
                     let (first, _) = first_last(d, t, len);
                     let (hp, cp) = (
-                        &mut h_prev[bi * h..][..h],
+                        &mut h_prev[bi * r..][..r],
                         &mut c_prev[bi * c_len..][..c_len],
                     );
                     if first {
-                        initial_row(state.h, (ld * b + bi) * h, hp);
+                        initial_row(state.h, (ld * b + bi) * r, hp);
                         initial_row(state.c, (ld * b + bi) * c_len, cp);
                     } else if t < len && tp < t_len {
-                        let at = (tp * b + bi) * dh + d * h;
-                        hp.copy_from_slice(&y.data()[at..][..h]);
-                        cp.copy_from_slice(&cs[at / h * c_len..][..c_len]);
+                        let at = (tp * b + bi) * d_n + d;
+                        hp.copy_from_slice(&y.data()[at * r..][..r]);
+                        cp.copy_from_slice(&cs[at * c_len..][..c_len]);
                     }
                 }
                 // R = h_{t-1}·W_hhᵀ + the b_hh blocks that do not fold (if any).
@@ -239,15 +246,15 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                 }
                 T::gemm(
                     b,
-                    h,
+                    r,
                     gh,
                     T::one(),
                     &h_prev,
-                    h,
+                    r,
                     1,
                     p.w_hh.data(),
                     1,
-                    h,
+                    r,
                     if split { T::one() } else { T::zero() },
                     &mut rec,
                     gh,
@@ -257,22 +264,35 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                     if t >= len {
                         continue; // past the row's end: its output stays zero
                     }
-                    let at = (t * b + bi) * dh + d * h;
                     let row = t * b + bi;
+                    let at = row * d_n + d;
+                    // The cell's h = o⊙tanh(c) goes to y, or with a projection to m, whose
+                    // image under W_hr is y's h.
+                    let out = match proj {
+                        true => &mut ms[at * m_len..][..m_len],
+                        false => &mut y.data_mut()[at * r..][..r],
+                    };
                     cell.forward(
-                        &proj[row * gh..][..gh],
+                        &proj_x[row * gh..][..gh],
                         &rec[bi * gh..][..gh],
-                        &h_prev[bi * h..][..h],
+                        &h_prev[bi * r..][..r],
                         &c_prev[bi * c_len..][..c_len],
-                        &mut y.data_mut()[at..][..h],
-                        &mut cs[at / h * c_len..][..c_len],
+                        out,
+                        &mut cs[at * c_len..][..c_len],
                         &mut saved[(d * t_len * b + row) * s_h..][..s_h],
                     );
+                    if let Some(w_hr) = &p.w_hr {
+                        let m = &ms[at * m_len..][..m_len];
+                        for (k, o) in y.data_mut()[at * r..][..r].iter_mut().enumerate() {
+                            *o = dot(&w_hr.data()[k * h..][..h], m);
+                        }
+                    }
                     if first_last(d, t, len).1 {
-                        let to = (ld * b + bi) * h;
-                        h_n.data_mut()[to..][..h].copy_from_slice(&y.data()[at..][..h]);
+                        let to = ld * b + bi;
+                        h_n.data_mut()[to * r..][..r].copy_from_slice(&y.data()[at * r..][..r]);
                         if let Some(c_n) = &mut c_n {
-                            c_n.data_mut()[to..][..h].copy_from_slice(&cs[at..][..h]);
+                            c_n.data_mut()[to * h..][..h]
+                                .copy_from_slice(&cs[at * c_len..][..c_len]);
                         }
                     }
                 }
@@ -280,10 +300,16 @@ pub(crate) fn forward_trace_lengths<T: Float>(
         }
         trace.ys.push(y);
         trace.cs.push(cs);
+        trace.ms.push(ms);
         trace.saved.push(saved);
     }
     let output = trace.ys.last().expect("num_layers >= 1").clone();
     Ok((ForwardOutput { output, h_n, c_n }, trace))
+}
+
+/// `Σ a_k·b_k`, in order.
+pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).fold(T::zero(), |s, (&u, &v)| s + u * v)
 }
 
 /// Copies `dst.len()` values of `state` from `at` into `dst`, zeros when absent.

@@ -236,6 +236,11 @@ impl GpuRnn {
             budget::max_step_hidden(cell.gates()),
         )?;
         params.validate()?;
+        if config.proj_size > 0 {
+            return Err(Error::config(
+                "proj_size: LSTM projections run on the CPU only so far",
+            ));
+        }
         let layout = ParamLayout::new(&config);
         let (d_n, h) = (config.directions(), config.hidden_size);
         let gh = config.cell.gates() * h;

@@ -132,6 +132,10 @@ pub const CELLS: [&str; 4] = [
 #[allow(dead_code)]
 pub const VARLEN: [&str; 3] = ["rnn_tanh_varlen", "lstm_varlen_bidir", "gru_varlen_2l"];
 
+/// The golden cases of LSTMs with a projection (`proj_size`).
+#[allow(dead_code)]
+pub const PROJ: [&str; 2] = ["lstm_proj", "lstm_proj_2l_bidir"];
+
 /// The golden cases of the gated cells (LSTM and GRU) without projections or lengths.
 #[allow(dead_code)]
 pub const GATED: [&str; 4] = ["lstm_1l", "lstm_2l_bidir", "gru_1l", "gru_2l_bidir"];
