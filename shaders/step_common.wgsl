@@ -8,14 +8,14 @@ struct Dims {
     hidden: u32,      // H
     dirs: u32,        // D
     state0: u32,      // layer * D: index of this layer's first state in the state buffers
-    states_len: u32,  // L*D*B*H: offset of the c part in the state buffers
+    states_len: u32,  // L*D*B*R: offset of the c part in the state buffers
     w_off: u32,       // offset of this layer's weight_hh (both directions) in params (backward)
     split_off: u32,   // offset of the dR part of grad_gates (backward, cells with SPLIT)
     lengths_off: u32, // offset of the rows' sequence lengths (u32 bits) in states0
     steps: u32,       // T
     first_off: u32,   // offset of each row's first-step dR [B, D*G*H] in grad_gates (backward)
-    _pad0: u32,
-    _pad1: u32,
+    width: u32,       // R, the width of h: P for a projected LSTM (PROJ), else H
+    hr_off: u32,      // offset of this layer's weight_hr [D, P, H] in params (PROJ backward)
 }
 
 struct Step {
@@ -36,14 +36,14 @@ struct Site {
                       // and the backward pass starts there
 }
 
-// Index of (s.t, s.bb, unit jj) of direction s.d in y (and grad_y): [T, B, D*H].
+// Index of (s.t, s.bb, unit jj) of direction s.d in y (and grad_y): [T, B, D*R].
 fn y_at(s: Site, jj: u32) -> u32 {
-    return (s.t * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+    return ((s.t * dims.batch + s.bb) * dims.dirs + s.d) * dims.width + jj;
 }
 
 // Index of the previous step's (s.tp, s.bb, jj) in y (valid when !s.first).
 fn y_prev_at(s: Site, jj: u32) -> u32 {
-    return (s.tp * dims.batch + s.bb) * dims.dirs * dims.hidden + s.d * dims.hidden + jj;
+    return ((s.tp * dims.batch + s.bb) * dims.dirs + s.d) * dims.width + jj;
 }
 
 // Index of gate block g, unit jj of (s.t, s.bb) in a [T, B, D*G*H] tensor (the projection
@@ -53,10 +53,14 @@ fn gate_at(s: Site, g: u32, jj: u32) -> u32 {
     return (s.t * dims.batch + s.bb) * dims.dirs * gh + s.d * gh + g * dims.hidden + jj;
 }
 
-// Index of unit jj of row s.bb's state, part 0 (h) or 1 (c), in the state buffers (h0/c0,
-// h_n/c_n, their gradients and the backward carry).
+// Index of unit jj of row s.bb's state, part 0 (h, [L*D, B, R]) or 1 (c, [L*D, B, H]), in the
+// state buffers (h0/c0, h_n/c_n, their gradients and the backward carry).
 fn state_at(s: Site, part: u32, jj: u32) -> u32 {
-    return part * dims.states_len + ((dims.state0 + s.d) * dims.batch + s.bb) * dims.hidden + jj;
+    let row = (dims.state0 + s.d) * dims.batch + s.bb;
+    if (part == 0u) {
+        return row * dims.width + jj;
+    }
+    return dims.states_len + row * dims.hidden + jj;
 }
 
 // Index of saved unit `slot` (< SAVED_UNITS), hidden unit jj, at time t of row s.bb:

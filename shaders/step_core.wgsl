@@ -10,8 +10,11 @@
 // P = X W_ih^T + b_ih + folded b_hh and writes the outputs.
 //
 // The composer puts the cell's constants before it (from src/cell.rs, CellSpec): GATES (gate
-// blocks G), SAVED_UNITS (S, units saved per row for backward) and SPLIT (a b_hh block does
-// not fold into the projection: it follows W_hh in w_hh_t and is added here). The epilogue
+// blocks G), SAVED_UNITS (S, units saved per row for backward), SPLIT (a b_hh block does
+// not fold into the projection: it follows W_hh in w_hh_t and is added here) and PROJ (an
+// LSTM with a projection: h_prev has dims.width = P units, the cell's o*tanh(c) goes to saved
+// slot M_SLOT and shaders/project.wgsl, dispatched after this kernel, writes y = W_hr m and
+// h_n). The epilogue
 // provides:
 //   fn cell_forward(s: Site, jj: u32, rec: array<f32, GATES>)
 // and may use the bindings below, the helpers of shaders/step_common.wgsl and `s.first` /
@@ -32,11 +35,11 @@ override WG: u32;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: Step;                     // one per step, dynamic offset
-@group(0) @binding(2) var<storage, read> w_hh_t: array<f32>;       // [D, H, G*H] W_hh^T, then [D, G*H] unfolded b_hh
+@group(0) @binding(2) var<storage, read> w_hh_t: array<f32>;       // [D, R, G*H] W_hh^T, then [D, G*H] unfolded b_hh
 @group(0) @binding(3) var<storage, read> proj: array<f32>;         // [T, B, D*G*H]
-@group(0) @binding(4) var<storage, read> states0: array<f32>;      // h0 [L*D, B, H], then c0
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [T, B, D*H]
-@group(0) @binding(6) var<storage, read_write> states_n: array<f32>; // h_n [L*D, B, H], then c_n
+@group(0) @binding(4) var<storage, read> states0: array<f32>;      // h0 [L*D, B, R], then c0 [L*D, B, H]
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;      // [T, B, D*R]
+@group(0) @binding(6) var<storage, read_write> states_n: array<f32>; // h_n [L*D, B, R], then c_n
 @group(0) @binding(7) var<storage, read_write> saved: array<f32>;  // [T, B, D, S*H]
 
 @compute @workgroup_size(WG, 1, 1)
@@ -49,12 +52,13 @@ fn main(
     let p = place_of(lid.x, wid);
     // rec[g * 8 + r]: gate block g, batch row p.b0 + r, units p.j..p.j+3 in the lanes.
     var rec: array<vec4<f32>, 8 * GATES>;
+    let wid_r = dims.width;
     for (var g = 0u; g < GATES; g++) {
-        let w_base = p.d * hid * gh + g * hid + p.j;
-        let a = product8(lid.x, p.j < hid, p, hid, w_base, gh);
+        let w_base = p.d * wid_r * gh + g * hid + p.j;
+        let a = product8(lid.x, p.j < hid, p, wid_r, w_base, gh);
         var bias = vec4<f32>(0.0);
         if (SPLIT) {
-            bias = weight4(dims.dirs * hid * gh + p.d * gh + g * hid + p.j);
+            bias = weight4(dims.dirs * wid_r * gh + p.d * gh + g * hid + p.j);
         }
         rec[g * 8u] = a.r0 + bias;
         rec[g * 8u + 1u] = a.r1 + bias;
@@ -78,7 +82,13 @@ fn main(
                 break;
             }
             if (!valid) {
-                y[y_at(s, jj)] = 0.0; // past the row's end: output zero, state untouched
+                // Past the row's end: output zero (with a projection, m: project.wgsl zeroes
+                // y), state untouched.
+                if (PROJ) {
+                    saved[saved_at(s, s.t, M_SLOT, jj)] = 0.0;
+                } else {
+                    y[y_at(s, jj)] = 0.0;
+                }
                 continue;
             }
             var unit: array<f32, GATES>;
@@ -101,10 +111,11 @@ fn staged(bb: u32, kk: u32, p: Place) -> f32 {
     if (!in_sequence(p, bb)) {
         return 0.0; // past the row's end: nothing to read (y[p.tp] may not exist)
     }
-    if (site_of(p, bb).first) {
-        return states0[((dims.state0 + p.d) * dims.batch + bb) * dims.hidden + kk];
+    let s = site_of(p, bb);
+    if (s.first) {
+        return states0[state_at(s, 0u, kk)];
     }
-    return y[(p.tp * dims.batch + bb) * dims.dirs * dims.hidden + p.d * dims.hidden + kk];
+    return y[y_prev_at(s, kk)];
 }
 
 // W_hh^T[k][c .. c + 3] at `at`.

@@ -10,7 +10,12 @@
 // (row, unit) to the epilogue, which adds the output's gradient and any carried term and
 // writes every gate's gradient.
 //
-// The composer puts the cell's constants GATES, SAVED_UNITS and SPLIT before it; the epilogue
+// With a projection (PROJ, an LSTM with proj_size P) the gradient of h_t [B, P] was computed
+// by shaders/project_bwd.wgsl, dispatched just before this kernel, into the buffer bound as
+// grad_y; the core's product is then dL/dm_t = dL/dh_t W_hr (k over P, W_hr [P, H] read
+// row-major from params at dims.hr_off) at every step, the first backward one included.
+//
+// The composer puts the cell's constants GATES, SAVED_UNITS, SPLIT and PROJ before it; the epilogue
 // provides `fn cell_backward(s: Site, jj: u32, dh_rec: f32)`. It writes dX (grad_gates at
 // gate_at) and, for cells that split them (SPLIT), dR (at gate_at + dims.split_off);
 // the carried terms (dc, GRU's direct dh) go in `carry`: [S_state, L*D, B, H], the layout of
@@ -26,11 +31,11 @@ override WG: u32;
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: Step;                     // dynamic offset
 @group(0) @binding(2) var<storage, read> params: array<f32>;       // flat; W_hh [D, G*H, H] at w_off
-@group(0) @binding(3) var<storage, read> grad_y: array<f32>;       // [T, B, D*H]
-@group(0) @binding(4) var<storage, read> grad_states_n: array<f32>; // grad_h_n [L*D, B, H], then grad_c_n
-@group(0) @binding(5) var<storage, read> y: array<f32>;            // [T, B, D*H]
+@group(0) @binding(3) var<storage, read> grad_y: array<f32>;       // [T, B, D*R] (PROJ: dL/dh_t)
+@group(0) @binding(4) var<storage, read> grad_states_n: array<f32>; // grad_h_n [L*D, B, R], then grad_c_n
+@group(0) @binding(5) var<storage, read> y: array<f32>;            // [T, B, D*R]
 @group(0) @binding(6) var<storage, read> saved: array<f32>;        // [T, B, D, S*H]
-@group(0) @binding(7) var<storage, read> states0: array<f32>;      // h0 [L*D, B, H], then c0
+@group(0) @binding(7) var<storage, read> states0: array<f32>;      // h0 [L*D, B, R], then c0
 @group(0) @binding(8) var<storage, read_write> grad_gates: array<f32>; // dX [T, B, D*G*H], then dR
 @group(0) @binding(9) var<storage, read_write> carry: array<f32>;  // [S_state, L*D, B, H]
 
@@ -38,6 +43,10 @@ override WG: u32;
 // before in reverse time (p.tn), row bb, gate row kk of direction p.d (the second half of
 // grad_gates for cells that split them).
 fn staged(bb: u32, kk: u32, p: Place) -> f32 {
+    if (PROJ) {
+        // dL/dh_t of this step (p.t), unit kk < P.
+        return grad_y[((p.t * dims.batch + bb) * dims.dirs + p.d) * dims.width + kk];
+    }
     let gh = GATES * dims.hidden;
     var r_off = 0u;
     if (SPLIT) {
@@ -63,7 +72,10 @@ fn main(
     let z = vec4<f32>(0.0);
     var acc = Acc8(z, z, z, z, z, z, z, z);
     let first_bwd = step.last != 0u;
-    if (!first_bwd) {
+    if (PROJ) {
+        let w_base = dims.hr_off + p.d * dims.width * hid + p.j;
+        acc = product8(lid.x, p.j < hid, p, dims.width, w_base, hid);
+    } else if (!first_bwd) {
         acc = product8(lid.x, p.j < hid, p, gh, dims.w_off + p.d * gh * hid + p.j, hid);
     }
     finish(p, p.b0, acc.r0);
@@ -107,7 +119,7 @@ fn finish(p: Place, bb: u32, acc: vec4<f32>) {
             continue;
         }
         var dh_rec = acc[u];
-        if (s.last) {
+        if (s.last && !PROJ) {
             dh_rec = grad_states_n[state_at(s, 0u, jj)];
         }
         cell_backward(s, jj, dh_rec);

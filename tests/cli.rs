@@ -54,7 +54,12 @@ fn forward_and_backward_reproduce_golden_cases_on_both_devices() {
         ("backward", "cpu"),
         ("backward", "gpu"),
     ] {
-        for name in ELMAN.into_iter().chain(GATED).chain(common::VARLEN) {
+        for name in ELMAN
+            .into_iter()
+            .chain(GATED)
+            .chain(common::PROJ)
+            .chain(common::VARLEN)
+        {
             let out = tmp(&format!("{name}-{command}-{device}.safetensors"));
             let (m, c) = (golden(name, "model"), golden(name, "case"));
             let r = contract(command, &m, &c, &out, device, &[]);

@@ -31,8 +31,7 @@ fn forward(rnn: &mut Rnn, case: &TensorFile) -> ForwardOutput {
 }
 
 fn check_forward(device: &Device) {
-    // TODO(next commit): the GPU's projections.
-    for name in cases().filter(|n| matches!(device, Device::Cpu) || !PROJ.contains(n)) {
+    for name in cases() {
         let params = RnnParams::load(golden(name, "model")).unwrap();
         let case = TensorFile::read(golden(name, "case")).unwrap();
         let t = |n: &str| {
@@ -104,7 +103,7 @@ fn golden_models_infer_their_config() {
 /// The backward contract: gradients of
 /// `Σ output·grad_output + Σ h_n·grad_h_n (+ Σ c_n·grad_c_n)`.
 fn check_backward(device: &Device) {
-    for name in cases().filter(|n| matches!(device, Device::Cpu) || !PROJ.contains(n)) {
+    for name in cases() {
         let params = RnnParams::load(golden(name, "model")).unwrap();
         let names = params.to_tensor_file();
         let case = TensorFile::read(golden(name, "case")).unwrap();

@@ -27,7 +27,7 @@ fn inputs(
     let x = common::random(&[t, b, cfg.input_size], 1.0, seed);
     let h0 = with_h0.then(|| {
         common::random(
-            &[cfg.num_layers * cfg.directions(), b, cfg.hidden_size],
+            &[cfg.num_layers * cfg.directions(), b, cfg.real_hidden_size()],
             1.0,
             seed ^ 0x5eed,
         )
@@ -36,20 +36,13 @@ fn inputs(
 }
 
 /// Runs `rnn` (on the GPU) and checks it against the f64 CPU forward of the same parameters.
-/// A cell with a cell state gets `c0 = -h0 / 2` whenever `h0` is given.
+/// A cell with a cell state gets a random `c0` whenever `h0` is given.
 #[track_caller]
 fn check(rnn: &mut Rnn, x: &Tensor, h0: Option<&Tensor>, what: &str) {
     let cfg = *rnn.params().config();
     let c0 = h0
         .filter(|_| cfg.cell.spec().has_cell_state())
-        .map(|h| {
-            Tensor::new(
-                h.shape().to_vec(),
-                h.data().iter().map(|v| -0.5 * v).collect(),
-            )
-        })
-        .transpose()
-        .unwrap();
+        .map(|h| common::random(&[h.shape()[0], h.shape()[1], cfg.hidden_size], 1.0, 0xc0));
     let state = State {
         h: h0,
         c: c0.as_ref(),
@@ -191,7 +184,8 @@ fn long_sequences() {
     );
 }
 
-/// Every combination of layers {1, 2, 3}, bidirectional, bias and cell, each run with `h0`
+/// Every combination of layers {1, 2, 3}, bidirectional, bias and cell (and an LSTM with a
+/// projection), each run with `h0`
 /// and then without on the same model (so the second call must clear the `h0` the first one
 /// uploaded).
 #[test]
@@ -200,7 +194,8 @@ fn all_config_combinations() {
     for num_layers in 1..=3 {
         for bidirectional in [false, true] {
             for bias in [false, true] {
-                for cell in Cell::ALL {
+                let cells = Cell::ALL.map(|c| (c, 0)).into_iter();
+                for (cell, proj_size) in cells.chain([(Cell::Lstm, 3)]) {
                     seed += 1;
                     let cfg = RnnConfig {
                         cell,
@@ -210,7 +205,7 @@ fn all_config_combinations() {
                         bidirectional,
                         bias,
                         batch_first: false,
-                        proj_size: 0,
+                        proj_size,
                     };
                     let mut rnn =
                         Rnn::new(RnnParams::random(cfg, seed), &Device::Gpu(common::gpu()))

@@ -354,15 +354,16 @@ fn inputs(
     with_grad_h_n: bool,
     seed: u64,
 ) -> Inputs {
-    let states = [cfg.num_layers * cfg.directions(), b, cfg.hidden_size];
+    let ld = cfg.num_layers * cfg.directions();
+    let (hs, cs) = ([ld, b, cfg.real_hidden_size()], [ld, b, cfg.hidden_size]);
     let c = cfg.cell.spec().has_cell_state();
     Inputs {
         x: common::random(&[t, b, cfg.input_size], 1.0, seed),
-        h0: with_h0.then(|| common::random(&states, 1.0, seed ^ 0x5eed)),
-        c0: (with_h0 && c).then(|| common::random(&states, 1.0, seed ^ 0xc0c0)),
+        h0: with_h0.then(|| common::random(&hs, 1.0, seed ^ 0x5eed)),
+        c0: (with_h0 && c).then(|| common::random(&cs, 1.0, seed ^ 0xc0c0)),
         grad_output: common::random(&[t, b, cfg.output_size()], 1.0, seed ^ 0x6a0d),
-        grad_h_n: with_grad_h_n.then(|| common::random(&states, 1.0, seed ^ 0x9a4d)),
-        grad_c_n: (with_grad_h_n && c).then(|| common::random(&states, 1.0, seed ^ 0xc1c1)),
+        grad_h_n: with_grad_h_n.then(|| common::random(&hs, 1.0, seed ^ 0x9a4d)),
+        grad_c_n: (with_grad_h_n && c).then(|| common::random(&cs, 1.0, seed ^ 0xc1c1)),
     }
 }
 
@@ -533,6 +534,43 @@ fn gpu_gradients_all_configurations() {
             }
         }
     }
+}
+
+/// LSTM projections on the GPU against the f64 CPU: `(H, P)` across the step kernels' 64-unit
+/// blocks and P = 1 and H - 1, every layer count, direction and bias, one step and 200 steps.
+#[test]
+fn gpu_gradients_projections() {
+    let (i_sz, _, t, b) = BASE;
+    let sizes = [(7, 3), (17, 16), (65, 1), (66, 64), (130, 65), (257, 100)];
+    for (n, (h, p)) in sizes.into_iter().enumerate() {
+        let cfg = RnnConfig::new(Cell::Lstm, i_sz, h)
+            .proj_size(p)
+            .layers(1 + n % 2)
+            .bidirectional(n % 3 != 1)
+            .bias(n % 4 != 2);
+        gpu_case(cfg, t, b, n % 2 == 0, n % 3 != 2, 800 + 10 * n as u64);
+    }
+    let mut n = 0u64;
+    for layers in 1..=3 {
+        for bidirectional in [false, true] {
+            for bias in [false, true] {
+                let cfg = RnnConfig::new(Cell::Lstm, i_sz, 9)
+                    .proj_size(4)
+                    .layers(layers)
+                    .bidirectional(bidirectional)
+                    .bias(bias);
+                gpu_case(cfg, t, 17, n % 2 == 0, n % 3 != 0, 900 + 10 * n);
+                n += 1;
+            }
+        }
+    }
+    let cfg = RnnConfig::new(Cell::Lstm, i_sz, 9)
+        .proj_size(5)
+        .layers(2)
+        .bidirectional(true);
+    gpu_case(cfg, 1, b, true, true, 990);
+    gpu_case(cfg, 1, b, false, false, 991);
+    gpu_case(cfg, 200, 2, true, true, 992);
 }
 
 /// One step: the recurrent weights' gradient has only the `h0` term (no step reads a previous

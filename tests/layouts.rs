@@ -27,16 +27,21 @@ fn with_shape(t: &Tensor, shape: &[usize]) -> Tensor {
 fn batch_first_and_unbatched_equal_time_major() {
     let (t, b, i, h) = (5, 3, 4, 6);
     for device in [Device::Cpu, Device::Gpu(common::gpu())] {
-        for (n, cell) in Cell::ALL.into_iter().enumerate() {
-            let cfg = RnnConfig::new(cell, i, h).layers(2).bidirectional(true);
+        let configs = Cell::ALL
+            .map(|cell| RnnConfig::new(cell, i, h))
+            .into_iter()
+            .chain([RnnConfig::new(Cell::Lstm, i, h).proj_size(2)]);
+        for (n, cfg) in configs.enumerate() {
+            let cfg = cfg.layers(2).bidirectional(true);
+            let (cell, r) = (cfg.cell, cfg.real_hidden_size());
             let ld = cfg.num_layers * cfg.directions();
             let params = RnnParams::random(cfg, 40 + n as u64);
             let c = cell.spec().has_cell_state();
             let x = common::random::<f32>(&[t, b, i], 1.0, 1);
-            let h0 = common::random::<f32>(&[ld, b, h], 1.0, 2);
+            let h0 = common::random::<f32>(&[ld, b, r], 1.0, 2);
             let c0 = common::random::<f32>(&[ld, b, h], 1.0, 3);
-            let gy = common::random::<f32>(&[t, b, 2 * h], 1.0, 4);
-            let ghn = common::random::<f32>(&[ld, b, h], 1.0, 5);
+            let gy = common::random::<f32>(&[t, b, 2 * r], 1.0, 4);
+            let ghn = common::random::<f32>(&[ld, b, r], 1.0, 5);
             let state = |h: &Tensor, c0: &Tensor| -> (Tensor, Option<Tensor>) {
                 (h.clone(), c.then(|| c0.clone()))
             };
@@ -102,15 +107,15 @@ fn batch_first_and_unbatched_equal_time_major() {
                 .forward(
                     &with_shape(&x1, &[t, 1, i]),
                     State {
-                        h: Some(&with_shape(&h01, &[ld, 1, h])),
+                        h: Some(&with_shape(&h01, &[ld, 1, r])),
                         c: c.then(|| with_shape(&c01, &[ld, 1, h])).as_ref(),
                     },
                 )
                 .unwrap();
             let want1_g = one
                 .backward(
-                    &with_shape(&gy1, &[t, 1, 2 * h]),
-                    &with_shape(&ghn1, &[ld, 1, h]),
+                    &with_shape(&gy1, &[t, 1, 2 * r]),
+                    &with_shape(&ghn1, &[ld, 1, r]),
                 )
                 .unwrap();
             let mut ub = Rnn::new(params.clone(), &device).unwrap();
@@ -126,12 +131,12 @@ fn batch_first_and_unbatched_equal_time_major() {
                 .unwrap();
             assert_eq!(
                 got.output,
-                with_shape(&want1.output, &[t, 2 * h]),
+                with_shape(&want1.output, &[t, 2 * r]),
                 "{what}: unbatched"
             );
             assert_eq!(
                 got.h_n,
-                with_shape(&want1.h_n, &[ld, h]),
+                with_shape(&want1.h_n, &[ld, r]),
                 "{what}: unbatched h_n"
             );
             assert_eq!(
@@ -145,7 +150,7 @@ fn batch_first_and_unbatched_equal_time_major() {
                 with_shape(&want1_g.input, &[t, i]),
                 "{what}: unbatched grad"
             );
-            assert_eq!(g.h0, with_shape(&want1_g.h0, &[ld, h]));
+            assert_eq!(g.h0, with_shape(&want1_g.h0, &[ld, r]));
             assert_eq!(g.params, want1_g.params);
             // Unbatched states must be [L·D, H].
             let err = ub.forward(&x1, &h0).unwrap_err();

@@ -29,7 +29,8 @@ fn state_row(t: &Tensor, bi: usize) -> Tensor {
     Tensor::new(vec![s[0], 1, s[2]], data).unwrap()
 }
 
-/// Every cell, bidirectional, two layers, with h0 (and c0): each row of a variable-length
+/// Every cell (and an LSTM with a projection), bidirectional, two layers, with h0 (and c0):
+/// each row of a variable-length
 /// batch equals that sequence run alone (outputs, zero past the end, final states, gradients
 /// of the input and the initial states); the parameter gradients are the sums of the rows'.
 #[test]
@@ -38,17 +39,26 @@ fn each_row_equals_its_sequence_alone() {
     let lengths = [7usize, 2, 5, 1];
     let b = lengths.len();
     for device in devices() {
-        for (n, cell) in Cell::ALL.into_iter().enumerate() {
-            let cfg = RnnConfig::new(cell, i, h).layers(2).bidirectional(true);
+        let configs = Cell::ALL
+            .map(|cell| RnnConfig::new(cell, i, h))
+            .into_iter()
+            .chain([RnnConfig::new(Cell::Lstm, i, h).proj_size(3)]);
+        for (n, cfg) in configs.enumerate() {
+            let cfg = cfg.layers(2).bidirectional(true);
+            let (cell, r) = (cfg.cell, cfg.real_hidden_size());
             let ld = cfg.num_layers * cfg.directions();
             let params = RnnParams::random(cfg, 60 + n as u64);
             let with_c = cell.spec().has_cell_state();
             let x = common::random::<f32>(&[t, b, i], 1.0, 1);
-            let h0 = common::random::<f32>(&[ld, b, h], 1.0, 2);
+            let h0 = common::random::<f32>(&[ld, b, r], 1.0, 2);
             let c0 = with_c.then(|| common::random::<f32>(&[ld, b, h], 1.0, 3));
-            let gy = common::random::<f32>(&[t, b, 2 * h], 1.0, 4);
-            let ghn = common::random::<f32>(&[ld, b, h], 1.0, 5);
-            let what = format!("{cell} on {}", device.describe());
+            let gy = common::random::<f32>(&[t, b, 2 * r], 1.0, 4);
+            let ghn = common::random::<f32>(&[ld, b, r], 1.0, 5);
+            let what = format!(
+                "{cell} (proj_size {}) on {}",
+                cfg.proj_size,
+                device.describe()
+            );
             let mut rnn = Rnn::new(params.clone(), &device).unwrap();
             let state = State {
                 h: Some(&h0),
@@ -56,7 +66,13 @@ fn each_row_equals_its_sequence_alone() {
             };
             let out = rnn.forward_with_lengths(&x, state, &lengths).unwrap();
             let g = rnn.backward(&gy, &ghn).unwrap();
-            let mut sum = vec![0.0f64; g.params.layers().iter().map(|p| p.w_hh.len()).sum()];
+            // W_hh and W_hr: the weights every step's recurrence reads.
+            let recurrent = |p: &wgpu_rnn::LayerParams| -> Vec<f32> {
+                let hr = p.w_hr.iter().flat_map(|w| w.data().to_vec());
+                p.w_hh.data().iter().copied().chain(hr).collect()
+            };
+            let n_rec = g.params.layers().iter().map(|p| recurrent(p).len()).sum();
+            let mut sum = vec![0.0f64; n_rec];
             for (bi, &len) in lengths.iter().enumerate() {
                 let mut one = Rnn::new(params.clone(), &device).unwrap();
                 let c1 = c0.as_ref().map(|c| state_row(c, bi));
@@ -74,7 +90,7 @@ fn each_row_equals_its_sequence_alone() {
                     1e-6,
                 );
                 assert!(
-                    got_y.data()[len * 2 * h..].iter().all(|&v| v == 0.0),
+                    got_y.data()[len * 2 * r..].iter().all(|&v| v == 0.0),
                     "{w}: output past the end"
                 );
                 common::assert_close(
@@ -111,22 +127,17 @@ fn each_row_equals_its_sequence_alone() {
                 }
                 let mut k = 0;
                 for p in wg.params.layers() {
-                    for &v in p.w_hh.data() {
+                    for v in recurrent(p) {
                         sum[k] += v as f64;
                         k += 1;
                     }
                 }
             }
-            let got: Vec<f32> = g
-                .params
-                .layers()
-                .iter()
-                .flat_map(|p| p.w_hh.data().to_vec())
-                .collect();
+            let got: Vec<f32> = g.params.layers().iter().flat_map(recurrent).collect();
             let want = Tensor::new(vec![sum.len()], sum).unwrap();
             let got = Tensor::new(vec![got.len()], got).unwrap();
             common::assert_close(
-                &format!("{what}: grad.weight_hh (sum of the rows')"),
+                &format!("{what}: grad.weight_hh, weight_hr (sum of the rows')"),
                 &got,
                 &want,
                 1e-5,
@@ -141,11 +152,16 @@ fn each_row_equals_its_sequence_alone() {
 fn full_lengths_are_the_plain_batch_and_bad_lengths_are_errors() {
     let (t, b) = (6, 3);
     for device in devices() {
-        for cell in Cell::ALL {
-            let cfg = RnnConfig::new(cell, 4, 9).bidirectional(true);
+        let configs = Cell::ALL
+            .map(|cell| RnnConfig::new(cell, 4, 9))
+            .into_iter()
+            .chain([RnnConfig::new(Cell::Lstm, 4, 9).proj_size(5)]);
+        for cfg in configs {
+            let cfg = cfg.bidirectional(true);
+            let cell = cfg.cell;
             let params = RnnParams::random(cfg, 7);
             let x = common::random::<f32>(&[t, b, 4], 1.0, 8);
-            let gy = common::random::<f32>(&[t, b, 18], 1.0, 9);
+            let gy = common::random::<f32>(&[t, b, cfg.output_size()], 1.0, 9);
             let mut rnn = Rnn::new(params, &device).unwrap();
             let plain = rnn.forward(&x, None).unwrap();
             let gp = rnn.backward(&gy, None).unwrap();

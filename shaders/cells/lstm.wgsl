@@ -1,6 +1,7 @@
 // The LSTM cell's epilogue (PyTorch's nn.LSTM): gate blocks i, f, g, o of P + W_hh h (both
 // biases folded into P); c' = f c + i g, h' = o tanh(c'). A step saves i, f, g, o and c'
-// (SAVED_UNITS = 5: slots 0-3 the gates, slot 4 c'). What precedes the `// @forward` line goes
+// (SAVED_UNITS = 5: slots 0-3 the gates, slot 4 c'); with a projection (PROJ) also
+// m = o tanh(c') in slot M_SLOT = 5, and h' = W_hr m is shaders/project.wgsl's. What precedes the `// @forward` line goes
 // into both kernels; the `@forward` part is composed after shaders/step_core.wgsl, the
 // `@backward` part after shaders/step_core_bwd.wgsl (src/gpu/kernels.rs, compose_step).
 
@@ -24,9 +25,16 @@ fn cell_forward(s: Site, jj: u32, rec: array<f32, GATES>) {
     saved[saved_at(s, s.t, 2u, jj)] = g;
     saved[saved_at(s, s.t, 3u, jj)] = o;
     saved[saved_at(s, s.t, 4u, jj)] = c;
-    y[y_at(s, jj)] = h;
+    if (PROJ) {
+        // h = W_hr m is shaders/project.wgsl's, from m = o tanh(c') in slot M_SLOT.
+        saved[saved_at(s, s.t, M_SLOT, jj)] = h;
+    } else {
+        y[y_at(s, jj)] = h;
+    }
     if (s.last) {
-        states_n[state_at(s, 0u, jj)] = h;
+        if (!PROJ) {
+            states_n[state_at(s, 0u, jj)] = h;
+        }
         states_n[state_at(s, 1u, jj)] = c;
     }
 }
@@ -35,8 +43,14 @@ fn cell_forward(s: Site, jj: u32, rec: array<f32, GATES>) {
 
 // dc, the gradient carried to c_t from the later step, lives in the c part of `carry` (at the
 // first backward step it is grad_c_n); after the direction's last step it is grad c0.
+// With a projection (PROJ) dh_rec is all of dL/dm_t = dL/dh_t W_hr (the core computed it from
+// the gradient of h_t that shaders/project.wgsl's backward wrote), otherwise the output's
+// gradient is added here.
 fn cell_backward(s: Site, jj: u32, dh_rec: f32) {
-    let dh = grad_y[y_at(s, jj)] + dh_rec;
+    var dh = dh_rec;
+    if (!PROJ) {
+        dh += grad_y[y_at(s, jj)];
+    }
     var dc = 0.0;
     if (s.last) {
         dc = grad_states_n[state_at(s, 1u, jj)];

@@ -24,6 +24,11 @@ pub const LSTM: &str = include_str!("../../shaders/cells/lstm.wgsl");
 /// `shaders/cells/gru.wgsl`: the GRU cell's epilogue.
 pub const GRU: &str = include_str!("../../shaders/cells/gru.wgsl");
 
+/// `shaders/project.wgsl`: an LSTM projection's `h = W_hr m` per step (forward).
+pub const PROJECT: &str = include_str!("../../shaders/project.wgsl");
+/// `shaders/project_bwd.wgsl`: the gradient of a projected LSTM's `h_t` per reverse step.
+pub const PROJECT_BWD: &str = include_str!("../../shaders/project_bwd.wgsl");
+
 /// `shaders/prepare.wgsl`: derived weights (transposed `W_hh`, folded bias).
 pub const PREPARE: &str = include_str!("../../shaders/prepare.wgsl");
 /// `shaders/embed.wgsl`: token input as a gather of columns of `W_ih`.
@@ -246,6 +251,15 @@ pub enum Kernel {
     Step(Cell, StepTunables),
     /// One reverse-time step of BPTT: `shaders/step_core_bwd.wgsl` and the cell's epilogue.
     StepBwd(Cell, StepTunables),
+    /// [`Kernel::Step`] of an LSTM with a projection (`PROJ`; projections are LSTM-only, as
+    /// in PyTorch and cuDNN): it writes `m = o⊙tanh(c)` for [`Kernel::Project`].
+    StepProj(StepTunables),
+    /// [`Kernel::StepBwd`] of an LSTM with a projection: its product is `∂L/∂m = ∂L/∂h·W_hr`.
+    StepProjBwd(StepTunables),
+    /// `shaders/project.wgsl`: `h_t = W_hr m_t` after each [`Kernel::StepProj`].
+    Project(StepTunables),
+    /// `shaders/project_bwd.wgsl`: `∂L/∂h_t` before each [`Kernel::StepProjBwd`].
+    ProjectBwd(StepTunables),
     /// `shaders/prepare.wgsl`.
     Prepare,
     /// `shaders/embed.wgsl`.
@@ -298,6 +312,13 @@ impl Kernel {
             all.push(Kernel::Step(cell, StepTunables::SOFTWARE));
             all.push(Kernel::StepBwd(cell, StepTunables::SOFTWARE));
         }
+        let tune = StepTunables::SOFTWARE;
+        all.extend([
+            Kernel::StepProj(tune),
+            Kernel::StepProjBwd(tune),
+            Kernel::Project(tune),
+            Kernel::ProjectBwd(tune),
+        ]);
         all
     }
 
@@ -306,6 +327,10 @@ impl Kernel {
         match self {
             Kernel::Step(cell, _) => format!("Step({cell})"),
             Kernel::StepBwd(cell, _) => format!("StepBwd({cell})"),
+            Kernel::StepProj(_) => "StepProj(lstm)".into(),
+            Kernel::StepProjBwd(_) => "StepProjBwd(lstm)".into(),
+            Kernel::Project(_) => "Project".into(),
+            Kernel::ProjectBwd(_) => "ProjectBwd".into(),
             other => format!("{other:?}"),
         }
     }
@@ -324,13 +349,18 @@ impl Kernel {
     }
 
     /// The WGSL source; a step kernel's is composed: the cell's constants (`GATES`,
-    /// `SAVED_UNITS`, `SPLIT`, from [`crate::cell::CellSpec`]), the core, the cell's epilogue.
+    /// `SAVED_UNITS`, `SPLIT`, from [`crate::cell::CellSpec`], and `PROJ`), the core, the
+    /// cell's epilogue (the projection kernels: the LSTM's constants and their own code).
     pub fn source(self) -> Cow<'static, str> {
+        use Epilogue::{Backward, Forward, No};
+        let composed = |cell, proj, core, part| Cow::Owned(compose_step(cell, proj, core, part));
         let fixed = match self {
-            Kernel::Step(cell, _) => return Cow::Owned(compose_step(cell, STEP_CORE, false)),
-            Kernel::StepBwd(cell, _) => {
-                return Cow::Owned(compose_step(cell, STEP_CORE_BWD, true));
-            }
+            Kernel::Step(cell, _) => return composed(cell, false, STEP_CORE, Forward),
+            Kernel::StepBwd(cell, _) => return composed(cell, false, STEP_CORE_BWD, Backward),
+            Kernel::StepProj(_) => return composed(Cell::Lstm, true, STEP_CORE, Forward),
+            Kernel::StepProjBwd(_) => return composed(Cell::Lstm, true, STEP_CORE_BWD, Backward),
+            Kernel::Project(_) => return composed(Cell::Lstm, true, PROJECT, No),
+            Kernel::ProjectBwd(_) => return composed(Cell::Lstm, true, PROJECT_BWD, No),
             Kernel::Gemm | Kernel::GemmSumSplits => GEMM,
             Kernel::Prepare => PREPARE,
             Kernel::Embed => EMBED,
@@ -352,6 +382,14 @@ impl Kernel {
                 c.extend_from_slice(cell.spec().wgsl_constants());
                 c
             }
+            Kernel::StepProj(tune) | Kernel::StepProjBwd(tune) => {
+                let mut c = vec![("WG", f64::from(tune.workgroup))];
+                c.extend_from_slice(Cell::Lstm.spec().wgsl_constants());
+                c
+            }
+            Kernel::Project(tune) | Kernel::ProjectBwd(tune) => {
+                vec![("WG", f64::from(tune.workgroup))]
+            }
             _ => Vec::new(),
         }
     }
@@ -360,7 +398,26 @@ impl Kernel {
         use Binding::*;
         match self {
             Kernel::Gemm | Kernel::GemmSumSplits => &[Uniform, Read, Read, Read, ReadWrite],
-            Kernel::Step(..) => &[
+            Kernel::Project(_) => &[
+                Uniform,
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+                ReadWrite,
+            ],
+            Kernel::ProjectBwd(_) => &[
+                Uniform,
+                DynamicUniform,
+                Read,
+                Read,
+                Read,
+                Read,
+                Read,
+                ReadWrite,
+            ],
+            Kernel::Step(..) | Kernel::StepProj(_) => &[
                 Uniform,
                 DynamicUniform,
                 Read,
@@ -370,7 +427,7 @@ impl Kernel {
                 ReadWrite,
                 ReadWrite,
             ],
-            Kernel::StepBwd(..) => &[
+            Kernel::StepBwd(..) | Kernel::StepProjBwd(_) => &[
                 Uniform,
                 DynamicUniform,
                 Read,
@@ -409,21 +466,43 @@ pub fn validate_wgsl(source: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Which part of a cell's epilogue a composed kernel takes.
+#[derive(Clone, Copy)]
+enum Epilogue {
+    Forward,
+    Backward,
+    /// None: the projection kernels have their own code after the core.
+    No,
+}
+
+/// Units a step saves per batch row on the GPU: the cell's
+/// ([`crate::cell::CellSpec::saved_units`]), plus `m = o⊙tanh(c)` with a projection (its
+/// slot `M_SLOT` is the last).
+pub(crate) fn saved_units(cell: Cell, proj: bool) -> usize {
+    cell.spec().saved_units() + proj as usize
+}
+
 /// A step kernel's source: the cell's constants, `shaders/step_common.wgsl`, then `core`,
 /// then the cell's epilogue (its common part and its forward or backward part).
-fn compose_step(cell: Cell, core: &str, backward: bool) -> String {
+fn compose_step(cell: Cell, proj: bool, core: &str, part: Epilogue) -> String {
     let spec = cell.spec();
-    let [common, forward, backward_part] = epilogue_parts(spec.wgsl_epilogue());
+    let [common, forward, backward] = epilogue_parts(spec.wgsl_epilogue());
+    let (common, part) = match part {
+        Epilogue::Forward => (common, forward),
+        Epilogue::Backward => (common, backward),
+        Epilogue::No => ("", ""),
+    };
     format!(
         "// {cell}: constants from src/cell.rs and src/gpu/kernels.rs, then the core, then the \
          cell's epilogue.\nconst GATES: u32 = {}u;\nconst SAVED_UNITS: u32 = {}u;\n\
-         const SPLIT: bool = {};\nconst ROWS: u32 = {STEP_ROWS}u;\n\
+         const SPLIT: bool = {};\nconst PROJ: bool = {proj};\nconst M_SLOT: u32 = {}u;\n\
+         const ROWS: u32 = {STEP_ROWS}u;\n\
          const UNITS: u32 = {STEP_THREAD_UNITS}u;\nconst MAX_WG: u32 = {STEP_MAX_WG}u;\n\n\
-         {STEP_COMMON}\n{core}\n{common}{}",
+         {STEP_COMMON}\n{core}\n{common}{part}",
         spec.gates(),
-        spec.saved_units(),
+        saved_units(cell, proj),
         spec.splits_gate_gradients(),
-        if backward { backward_part } else { forward },
+        spec.saved_units(),
     )
 }
 
@@ -549,7 +628,7 @@ pub(crate) struct StepDims {
     pub dirs: u32,
     /// `layer·D`: the layer's first state.
     pub state0: u32,
-    /// `L·D·B·H`: offset of the `c` part of the state buffers.
+    /// `L·D·B·R`: offset of the `c` part of the state buffers.
     pub states_len: u32,
     /// Offset of the layer's `weight_hh` in the flat parameters (read by the backward step).
     pub w_off: u32,
@@ -561,7 +640,11 @@ pub(crate) struct StepDims {
     pub steps: u32,
     /// Offset of `δR` of each row's first step, `[B, D·G·H]`, in the gate-gradient buffer.
     pub first_off: u32,
-    pub _pad: [u32; 2],
+    /// `R`: the width of `h` (`P` with a projection, else `H`).
+    pub width: u32,
+    /// Offset of the layer's `weight_hr` in the flat parameters (read by the projected LSTM's
+    /// backward step; 0 without a projection).
+    pub hr_off: u32,
 }
 
 /// Uniform `Step` of the step kernels, one per step at [`UNIFORM_STRIDE`].
@@ -606,6 +689,13 @@ pub(crate) struct PrepareDims {
     pub gates: u32,
     /// Bit `g` set when `b_hh` block `g` folds into the projection's bias.
     pub fold_mask: u32,
+    /// `R`: the width of `h` (`P` with a projection, else `H`).
+    pub width: u32,
+    /// Offset of `weight_hr` in the flat parameters (0 without a projection).
+    pub w_hr_off: u32,
+    /// `P`, 0 without a projection.
+    pub proj: u32,
+    pub _pad: u32,
 }
 
 /// Uniform `Dims` of `shaders/embed.wgsl` and `shaders/embed_bwd.wgsl` (`w_off` is the

@@ -13,6 +13,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::budget::{self, EMBED_BWD_CHUNK};
 use crate::gpu::kernels::{
     EmbedDims, Kernel, PrepareDims, STEP_ROWS, StepDims, StepParams, StepTunables, UNIFORM_STRIDE,
+    saved_units,
 };
 use crate::gpu::ops::{self, Encoder, GemmSpec, Op, bind, linear_groups};
 use crate::params::{ParamLayout, RnnParams};
@@ -236,13 +237,9 @@ impl GpuRnn {
             budget::max_step_hidden(cell.gates()),
         )?;
         params.validate()?;
-        if config.proj_size > 0 {
-            return Err(Error::config(
-                "proj_size: LSTM projections run on the CPU only so far",
-            ));
-        }
         let layout = ParamLayout::new(&config);
         let (d_n, h) = (config.directions(), config.hidden_size);
+        let (r, pr) = (config.real_hidden_size(), config.proj_size);
         let gh = config.cell.gates() * h;
         ctx.check_buffer("parameters", (layout.total * 4) as u64)?;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
@@ -253,10 +250,12 @@ impl GpuRnn {
         let mut keep = Vec::new();
         for (l, off) in layout.layers.iter().enumerate() {
             let d = Derived {
+                // W_hhᵀ, the unfolded b_hh, W_hrᵀ; 4 floats more, which the kernels' vec4
+                // reads past the last row may touch (their lanes are discarded).
                 w_hh_t: ops::storage(
                     &ctx,
                     &format!("weight_hh_l{l} transposed"),
-                    d_n * h * gh + d_n * gh,
+                    d_n * r * gh + d_n * gh + d_n * h * pr + 4,
                     rw,
                 )?,
                 bias: match config.bias {
@@ -274,13 +273,17 @@ impl GpuRnn {
                 has_bias: config.bias as u32,
                 gates: cell.gates() as u32,
                 fold_mask: cell.fold_mask(),
+                width: r as u32,
+                w_hr_off: off.w_hr.unwrap_or(0) as u32,
+                proj: pr as u32,
+                _pad: 0,
             };
             let mut rec = ops::Recorder::new(&ctx, &dummy);
             prepare_ops.push(rec.op(
                 Kernel::Prepare,
                 bytemuck::bytes_of(&dims),
                 &[&flat, &d.w_hh_t, d.bias.as_ref().unwrap_or(&dummy)],
-                linear_groups(d_n * h * gh),
+                linear_groups(d_n * r * gh),
             )?);
             keep.extend(rec.finish());
             derived.push(d);
@@ -416,10 +419,10 @@ impl GpuRnn {
         let cfg = &self.config;
         let (d_n, h) = (cfg.directions(), cfg.hidden_size);
         let g = self.cell.gates();
-        let dh = d_n * h;
+        let dh = cfg.output_size();
         let tb = t_len * b;
-        let states = self.state_parts() * cfg.num_layers * d_n * b * h;
-        let saved_len = tb * d_n * self.cell.saved_units() * h;
+        let states = self.states_len(b);
+        let saved_len = tb * d_n * saved_units(cfg.cell, self.projects()) * h;
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let in_len = if self.token_input {
             tb
@@ -433,7 +436,9 @@ impl GpuRnn {
         ctx.check_buffer("saved activations", (saved_len * 4) as u64)?;
         ctx.check_buffer("step uniforms", t_len as u64 * UNIFORM_STRIDE)?;
         let step_groups = self.step_groups(b);
-        ctx.check_dispatch(&Kernel::Step(cfg.cell, self.tune).name(), step_groups)?;
+        ctx.check_dispatch(&self.step_kernel().name(), step_groups)?;
+        let proj_groups = self.proj_groups(b);
+        ctx.check_dispatch(&Kernel::Project(self.tune).name(), proj_groups)?;
         for l in 0..cfg.num_layers {
             let spec = GemmSpec::a_bt(tb, d_n * g * h, cfg.layer_input_size(l));
             ctx.check_dispatch("Gemm", spec.params(false)?.workgroups(1))?;
@@ -506,7 +511,7 @@ impl GpuRnn {
             );
             let step = Op::new(
                 ctx,
-                Kernel::Step(cfg.cell, self.tune),
+                self.step_kernel(),
                 &[
                     bind(&du),
                     step_binding(&step_uniform),
@@ -519,8 +524,30 @@ impl GpuRnn {
                 ],
                 step_groups,
             )?;
+            // With a projection, h_t = W_hr m_t after each step (the next one reads it).
+            let project = match self.projects() {
+                true => Some(Op::new(
+                    ctx,
+                    Kernel::Project(self.tune),
+                    &[
+                        bind(&du),
+                        step_binding(&step_uniform),
+                        bind(&der.w_hh_t),
+                        bind(&saved[l]),
+                        bind(&states0),
+                        bind(&ys[l]),
+                        bind(&states_n),
+                    ],
+                    proj_groups,
+                )?),
+                false => None,
+            };
             for s in 0..t_len {
-                fwd.push(step.with_offsets(vec![(s as u64 * UNIFORM_STRIDE) as u32], step_groups));
+                let offsets = vec![(s as u64 * UNIFORM_STRIDE) as u32];
+                fwd.push(step.with_offsets(offsets.clone(), step_groups));
+                if let Some(project) = &project {
+                    fwd.push(project.with_offsets(offsets, proj_groups));
+                }
             }
         }
 
@@ -544,9 +571,39 @@ impl GpuRnn {
         })
     }
 
-    /// The parts of a state buffer: `h`, and `c` for cells with a cell state.
-    fn state_parts(&self) -> usize {
-        1 + self.cell.has_cell_state() as usize
+    /// Whether the layers project `h` (an LSTM with `proj_size`).
+    fn projects(&self) -> bool {
+        self.config.proj_size > 0
+    }
+
+    /// The forward step kernel.
+    fn step_kernel(&self) -> Kernel {
+        match self.projects() {
+            true => Kernel::StepProj(self.tune),
+            false => Kernel::Step(self.config.cell, self.tune),
+        }
+    }
+
+    /// The backward step kernel.
+    fn step_bwd_kernel(&self) -> Kernel {
+        match self.projects() {
+            true => Kernel::StepProjBwd(self.tune),
+            false => Kernel::StepBwd(self.config.cell, self.tune),
+        }
+    }
+
+    /// Floats of the `h` part of a state buffer for batch `b`: `L·D·B·R`.
+    fn h_part_len(&self, b: usize) -> usize {
+        let cfg = &self.config;
+        cfg.num_layers * cfg.directions() * b * cfg.real_hidden_size()
+    }
+
+    /// Floats of a state buffer for batch `b`: `h` `[L·D, B, R]`, then `c` `[L·D, B, H]` for
+    /// cells with a cell state.
+    fn states_len(&self, b: usize) -> usize {
+        let cfg = &self.config;
+        let c = self.cell.has_cell_state() as usize;
+        self.h_part_len(b) + c * cfg.num_layers * cfg.directions() * b * cfg.hidden_size
     }
 
     /// The uniform `Dims` of layer `l`'s step kernels for `(t_len, b)`.
@@ -558,13 +615,14 @@ impl GpuRnn {
             hidden: h as u32,
             dirs: d_n as u32,
             state0: (l * d_n) as u32,
-            states_len: (cfg.num_layers * d_n * b * h) as u32,
+            states_len: self.h_part_len(b) as u32,
             w_off: self.layout.layers[l].w_hh as u32,
             split_off: (t_len * b * d_n * self.cell.gates() * h) as u32,
-            lengths_off: (self.state_parts() * cfg.num_layers * d_n * b * h) as u32,
+            lengths_off: self.states_len(b) as u32,
             steps: t_len as u32,
             first_off: self.first_off(t_len, b) as u32,
-            _pad: [0; 2],
+            width: cfg.real_hidden_size() as u32,
+            hr_off: self.layout.layers[l].w_hr.unwrap_or(0) as u32,
         }
     }
 
@@ -579,6 +637,16 @@ impl GpuRnn {
     fn step_groups(&self, b: usize) -> [u32; 3] {
         [
             (self.config.hidden_size as u32).div_ceil(self.tune.units()),
+            (b as u32).div_ceil(STEP_ROWS),
+            self.config.directions() as u32,
+        ]
+    }
+
+    /// Workgroups of one projection dispatch (forward or backward) for batch `b`: over the
+    /// `P` units of `h`.
+    fn proj_groups(&self, b: usize) -> [u32; 3] {
+        [
+            (self.config.real_hidden_size() as u32).div_ceil(self.tune.units()),
             (b as u32).div_ceil(STEP_ROWS),
             self.config.directions() as u32,
         ]
@@ -615,11 +683,12 @@ impl GpuRnn {
         let cfg = &self.config;
         let cell = self.cell;
         let (d_n, h, g_n) = (cfg.directions(), cfg.hidden_size, cell.gates());
+        let r = cfg.real_hidden_size();
         let (t_len, b) = (ws.t, ws.b);
-        let (dh, gh) = (d_n * h, g_n * h);
+        let (dr, gh) = (d_n * r, g_n * h);
         let dgh = d_n * gh;
         let tb = t_len * b;
-        let states = self.state_parts() * cfg.num_layers * d_n * b * h;
+        let states = self.states_len(b);
         // δX [T, B, D·G·H], then δR for cells that split them.
         let split = cell.splits_gate_gradients();
         let first_off = self.first_off(t_len, b);
@@ -629,7 +698,13 @@ impl GpuRnn {
         ctx.check_buffer("gate gradients", (gates_len * 4) as u64)?;
         let input = ws.input.clone();
         let step_groups = self.step_groups(b);
-        let grad_out = ops::storage(ctx, "grad_output", tb * dh, rw)?;
+        let grad_out = ops::storage(ctx, "grad_output", tb * dr, rw)?;
+        // With a projection: ∂L/∂h_t of the layer being differentiated, [T, B, D·P].
+        let grad_h = match self.projects() {
+            true => Some(ops::storage(ctx, "grad h (projection)", tb * dr, rw)?),
+            false => None,
+        };
+        let proj_groups = self.proj_groups(b);
         let grad_states_n = ops::storage(ctx, "grad_h_n, grad_c_n", states, rw)?;
         let grad_states0 = ops::storage(ctx, "grad.h0, grad.c0", states, rw)?;
         let grad_gates = ops::storage(ctx, "gate gradients", gates_len, rw)?;
@@ -659,14 +734,34 @@ impl GpuRnn {
                 &format!("backward dims l{l}"),
                 bytemuck::bytes_of(&self.step_dims(l, t_len, b)),
             );
+            // With a projection, ∂L/∂h_t first (into grad_h), which the step kernel then
+            // reads in place of the output's gradient.
+            let project = match &grad_h {
+                Some(grad_h) => Some(Op::new(
+                    ctx,
+                    Kernel::ProjectBwd(self.tune),
+                    &[
+                        bind(&du),
+                        step_binding(&ws.step_uniform),
+                        bind(&self.params),
+                        bind(grad_y),
+                        bind(&grad_states_n),
+                        bind(&ws.states0),
+                        bind(&grad_gates),
+                        bind(grad_h),
+                    ],
+                    proj_groups,
+                )?),
+                None => None,
+            };
             let step = Op::new(
                 ctx,
-                Kernel::StepBwd(cfg.cell, self.tune),
+                self.step_bwd_kernel(),
                 &[
                     bind(&du),
                     step_binding(&ws.step_uniform),
                     bind(&self.params),
-                    bind(grad_y),
+                    bind(grad_h.as_ref().unwrap_or(grad_y)),
                     bind(&grad_states_n),
                     bind(y),
                     bind(&ws.saved[l]),
@@ -677,8 +772,11 @@ impl GpuRnn {
                 step_groups,
             )?;
             for s in 0..t_len {
-                let entry = (t_len - 1 - s) as u64 * UNIFORM_STRIDE;
-                bwd.push(step.with_offsets(vec![entry as u32], step_groups));
+                let entry = vec![((t_len - 1 - s) as u64 * UNIFORM_STRIDE) as u32];
+                if let Some(project) = &project {
+                    bwd.push(project.with_offsets(entry.clone(), proj_groups));
+                }
+                bwd.push(step.with_offsets(entry, step_groups));
             }
             for d in 0..d_n {
                 let ld = l * d_n + d;
@@ -688,10 +786,10 @@ impl GpuRnn {
                 let spec = GemmSpec {
                     a_off: first_off + d * gh,
                     a_rs: dgh,
-                    b_off: off.w_hh + d * gh * h,
-                    c_off: ld * b * h,
+                    b_off: off.w_hh + d * gh * r,
+                    c_off: ld * b * r,
                     accumulate: cell.carries_h_directly(),
-                    ..GemmSpec::row_major(b, h, gh)
+                    ..GemmSpec::row_major(b, r, gh)
                 };
                 bwd.extend(rec.gemm(spec, &grad_gates, &self.params, None, &grad_states0)?);
                 // ∂W_hh = Σ_t δR_tᵀ·h_{t-1}: the steps whose h_prev is in y, then the h0 step.
@@ -700,22 +798,37 @@ impl GpuRnn {
                     a_off: r_off + a_first * b * dgh + d * gh,
                     a_rs: 1,
                     a_cs: dgh,
-                    b_off: y_first * b * dh + d * h,
-                    b_rs: dh,
-                    c_off: off.w_hh + d * gh * h,
-                    ..GemmSpec::row_major(gh, h, (t_len - 1) * b)
+                    b_off: y_first * b * dr + d * r,
+                    b_rs: dr,
+                    c_off: off.w_hh + d * gh * r,
+                    ..GemmSpec::row_major(gh, r, (t_len - 1) * b)
                 };
                 bwd.extend(rec.gemm(spec, &grad_gates, y, None, grads)?);
                 let spec = GemmSpec {
                     a_off: first_off + d * gh,
                     a_rs: 1,
                     a_cs: dgh,
-                    b_off: ld * b * h,
-                    c_off: off.w_hh + d * gh * h,
+                    b_off: ld * b * r,
+                    c_off: off.w_hh + d * gh * r,
                     accumulate: true,
-                    ..GemmSpec::row_major(gh, h, b)
+                    ..GemmSpec::row_major(gh, r, b)
                 };
                 bwd.extend(rec.gemm(spec, &grad_gates, &ws.states0, None, grads)?);
+                // ∂W_hr = Σ_t ∂L/∂h_tᵀ·m_t, m_t in the last slot of the saved activations
+                // [T·B, D, S·H] (zero past a row's end, as is ∂L/∂h_t).
+                if let (Some(grad_h), Some(w_hr)) = (&grad_h, off.w_hr) {
+                    let s_h = saved_units(cfg.cell, true) * h;
+                    let spec = GemmSpec {
+                        a_off: d * r,
+                        a_rs: 1,
+                        a_cs: dr,
+                        b_off: d * s_h + cell.saved_units() * h,
+                        b_rs: d_n * s_h,
+                        c_off: w_hr + d * r * h,
+                        ..GemmSpec::row_major(r, h, tb)
+                    };
+                    bwd.extend(rec.gemm(spec, grad_h, &ws.saved[l], None, grads)?);
+                }
             }
             // Both directions at once: ∂W_ih = δXᵀ·X (a scatter for token input),
             // ∂b_ih = 1ᵀ·δX, ∂b_hh = 1ᵀ·δR, ∂X = δX·W_ih.
@@ -765,6 +878,7 @@ impl GpuRnn {
         }
         let mut keep = rec.finish();
         keep.push(grad_gates);
+        keep.extend(grad_h);
         Ok(BackwardWorkspace {
             grad_out,
             grad_states_n,
@@ -783,20 +897,17 @@ impl GpuRnn {
         state: State<'_>,
         b: usize,
     ) {
-        let cfg = &self.config;
-        let part = cfg.num_layers * cfg.directions() * b * cfg.hidden_size * 4;
-        for (k, t) in [state.h, state.c]
-            .into_iter()
-            .take(self.state_parts())
-            .enumerate()
-        {
-            let at = (k * part) as u64;
+        // h [L·D, B, R] at 0, c [L·D, B, H] after it.
+        let h_bytes = (self.h_part_len(b) * 4) as u64;
+        let c_bytes = (self.states_len(b) * 4) as u64 - h_bytes;
+        let parts = [(state.h, 0, h_bytes), (state.c, h_bytes, c_bytes)];
+        for (t, at, bytes) in parts.into_iter().filter(|p| p.2 > 0) {
             match t {
                 Some(t) => self
                     .ctx
                     .queue
                     .write_buffer(buffer, at, bytemuck::cast_slice(t.data())),
-                None => encoder.clear_buffer(buffer, at, Some(part as u64)),
+                None => encoder.clear_buffer(buffer, at, Some(bytes)),
             }
         }
     }
@@ -865,13 +976,9 @@ impl GpuRnn {
         let mut encoder = self.encoder("forward");
         self.write_state(&mut encoder, &ws.states0, state, b);
         ws.record_forward(&mut encoder, false);
-        let (d_n, h, l_n) = (
-            self.config.directions(),
-            self.config.hidden_size,
-            self.config.num_layers,
-        );
-        let out_len = t_len * b * d_n * h;
-        let states_len = self.state_parts() * l_n * d_n * b * h;
+        let dr = self.config.output_size();
+        let out_len = t_len * b * dr;
+        let states_len = self.states_len(b);
         let y = ws.ys.last().expect("num_layers >= 1");
         let mut res = self.ctx.read_buffers(
             encoder,
@@ -882,21 +989,24 @@ impl GpuRnn {
             "forward",
         )?;
         let (h_n, c_n) = self.split_state(res.pop().expect("two reads"), b)?;
-        let output = Tensor::new(vec![t_len, b, d_n * h], res.pop().expect("two reads"))?;
+        let output = Tensor::new(vec![t_len, b, dr], res.pop().expect("two reads"))?;
         self.has_forward = true;
         Ok(ForwardOutput { output, h_n, c_n })
     }
 
-    /// A state buffer's contents as `(h, c)`, `[L·D, B, H]` each (`c` for cells with one).
+    /// A state buffer's contents as `(h, c)`: `h` `[L·D, B, R]`, `c` `[L·D, B, H]` for cells
+    /// with one.
     fn split_state(&self, mut data: Vec<f32>, b: usize) -> Result<(Tensor, Option<Tensor>)> {
         let cfg = &self.config;
-        let shape = vec![cfg.num_layers * cfg.directions(), b, cfg.hidden_size];
-        let part = shape.iter().product();
+        let ld = cfg.num_layers * cfg.directions();
         let c = match self.cell.has_cell_state() {
-            true => Some(Tensor::new(shape.clone(), data.split_off(part))?),
+            true => Some(Tensor::new(
+                vec![ld, b, cfg.hidden_size],
+                data.split_off(self.h_part_len(b)),
+            )?),
             false => None,
         };
-        Ok((Tensor::new(shape, data)?, c))
+        Ok((Tensor::new(vec![ld, b, cfg.real_hidden_size()], data)?, c))
     }
 
     /// Runs the last forward pass again on the input, `h0` (and lengths) already on the device and waits
@@ -969,8 +1079,7 @@ impl GpuRnn {
             ));
         };
         let (t_len, b) = (ws.t, ws.b);
-        let (d_n, h) = (cfg.directions(), cfg.hidden_size);
-        grad_output.expect_shape("grad_output", &[t_len, b, d_n * h])?;
+        grad_output.expect_shape("grad_output", &[t_len, b, cfg.output_size()])?;
         grad_output.expect_finite("grad_output")?;
         grad_state.check(&cfg, b, ["grad_h_n", "grad_c_n"], true)?;
         self.ensure_backward()?;
