@@ -559,7 +559,7 @@ fn gpu_gradients_projections() {
                     .layers(layers)
                     .bidirectional(bidirectional)
                     .bias(bias);
-                gpu_case(cfg, t, 17, n % 2 == 0, n % 3 != 0, 900 + 10 * n);
+                gpu_case(cfg, t, 17, n.is_multiple_of(2), !n.is_multiple_of(3), 900 + 10 * n);
                 n += 1;
             }
         }
