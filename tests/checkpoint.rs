@@ -34,16 +34,17 @@ fn resume_reproduces_the_uninterrupted_run() {
     let v = corpus.vocab.len();
     let dir = std::env::temp_dir().join(format!("wgpu-rnn-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (opt, clip, cell) in [
-        (Optimizer::adam(3e-3), Some(1.0), Cell::RnnTanh),
-        (Optimizer::sgd(0.05, 0.9), None, Cell::RnnTanh),
-        (Optimizer::adagrad(0.05), Some(5.0), Cell::RnnTanh),
-        (Optimizer::adam(3e-3), Some(1.0), Cell::Lstm),
-        (Optimizer::sgd(0.05, 0.9), Some(1.0), Cell::Gru),
+    for (opt, clip, cell, proj_size) in [
+        (Optimizer::adam(3e-3), Some(1.0), Cell::RnnTanh, 0),
+        (Optimizer::sgd(0.05, 0.9), None, Cell::RnnTanh, 0),
+        (Optimizer::adagrad(0.05), Some(5.0), Cell::RnnTanh, 0),
+        (Optimizer::adam(3e-3), Some(1.0), Cell::Lstm, 0),
+        (Optimizer::sgd(0.05, 0.9), Some(1.0), Cell::Gru, 0),
+        (Optimizer::adam(3e-3), Some(1.0), Cell::Lstm, 10),
     ] {
         for device in [Device::Cpu, Device::Gpu(common::gpu())] {
             let model = SeqModel::new(
-                RnnConfig::new(cell, v, 24).layers(2),
+                RnnConfig::new(cell, v, 24).proj_size(proj_size).layers(2),
                 Task::Tokens { vocab: v },
                 5,
             )
@@ -63,7 +64,7 @@ fn resume_reproduces_the_uninterrupted_run() {
             );
             let (half, rng_half) = run(&device, TrainState::new(model), cfg, rng, 3, &corpus.train);
             let path = dir.join(format!(
-                "{}-{cell}-{}.safetensors",
+                "{}-{cell}-{proj_size}-{}.safetensors",
                 opt.name(),
                 matches!(device, Device::Cpu)
             ));
@@ -82,9 +83,12 @@ fn resume_reproduces_the_uninterrupted_run() {
             assert_eq!(c.meta["vocab"], corpus.vocab.as_string());
             assert_eq!(c.state.step, 3);
             assert_eq!(
-                c.state.model.config().cell,
-                cell,
-                "the checkpoint records the cell"
+                (
+                    c.state.model.config().cell,
+                    c.state.model.config().proj_size
+                ),
+                (cell, proj_size),
+                "the checkpoint records the cell and the projection"
             );
             let (resumed, _) = run(&device, c.state, c.train, c.rng, 8, &corpus.train);
             assert_eq!(resumed.step, 8);

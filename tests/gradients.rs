@@ -559,7 +559,14 @@ fn gpu_gradients_projections() {
                     .layers(layers)
                     .bidirectional(bidirectional)
                     .bias(bias);
-                gpu_case(cfg, t, 17, n.is_multiple_of(2), !n.is_multiple_of(3), 900 + 10 * n);
+                gpu_case(
+                    cfg,
+                    t,
+                    17,
+                    n.is_multiple_of(2),
+                    !n.is_multiple_of(3),
+                    900 + 10 * n,
+                );
                 n += 1;
             }
         }

@@ -39,6 +39,10 @@ fn models() -> Vec<(SeqModel, Batch, &'static str)> {
         .layers(2)
         .bidirectional(true);
     let gru = RnnConfig::new(Cell::Gru, 3, 65).layers(2);
+    let proj = RnnConfig::new(Cell::Lstm, 3, 20)
+        .proj_size(7)
+        .layers(2)
+        .bidirectional(true);
     vec![
         (
             SeqModel::new(tok, Task::Tokens { vocab: 11 }, 1).unwrap(),
@@ -59,6 +63,11 @@ fn models() -> Vec<(SeqModel, Batch, &'static str)> {
             SeqModel::new(gru, Task::Regression { outputs: 2 }, 4).unwrap(),
             value_batch(13, 3, 3, 2, 6),
             "regression, GRU, 2 layers",
+        ),
+        (
+            SeqModel::new(proj, Task::Regression { outputs: 2 }, 5).unwrap(),
+            value_batch(11, 3, 3, 2, 7),
+            "regression, LSTM with proj_size 7, 2 layers, bidirectional",
         ),
     ]
 }

@@ -134,11 +134,11 @@ pub(crate) fn backward_input<T: Float>(
     let mut carry = vec![T::zero(); b * r];
     let mut carry_c = vec![T::zero(); b * c_len];
     let mut direct = vec![T::zero(); b * r];
-    let mut dh_row = vec![T::zero(); r];
-    // With a projection: ∂L/∂h_t of every step and row [T·B, P] (for ∂W_hr), and
-    // ∂L/∂m_t = ∂L/∂h_t·W_hr of one row [H], which the cell's backward takes as its dh.
-    let mut dh_all = vec![T::zero(); if proj { t_len * b * r } else { 0 }];
-    let mut dm_row = vec![T::zero(); m_len];
+    // ∂L/∂h_t of every step and row [T·B, R] (kept for ∂W_hr with a projection), and with a
+    // projection ∂L/∂m_t = ∂L/∂h_t·W_hr of one step [B, H], which the cell's backward takes
+    // as its dh.
+    let mut dh_all = vec![T::zero(); t_len * b * r];
+    let mut dm = vec![T::zero(); b * m_len];
     for l in (0..cfg.num_layers).rev() {
         let x = match (l, input) {
             (0, Input::Dense(x)) => Some(x),
@@ -170,6 +170,47 @@ pub(crate) fn backward_input<T: Float>(
             for s in 0..t_len {
                 let t = if d == 0 { t_len - 1 - s } else { s };
                 let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
+                // ∂L/∂h_t of every row: the output's gradient plus what the later step carried
+                // (∂L/∂h_n at a row's last step, with ∂L/∂c_n in the cell's carry).
+                for (bi, &len) in lengths.iter().enumerate() {
+                    let at = (t * b + bi) * d_n + d;
+                    let dh_t = &mut dh_all[(t * b + bi) * r..][..r];
+                    if t >= len {
+                        dh_t.fill(T::zero());
+                        continue;
+                    }
+                    if first_last(d, t, len).1 {
+                        initial_row(grad_state.h, (ld * b + bi) * r, &mut carry[bi * r..][..r]);
+                        initial_row(
+                            grad_state.c,
+                            (ld * b + bi) * c_len,
+                            &mut carry_c[bi * c_len..][..c_len],
+                        );
+                    }
+                    for (j, o) in dh_t.iter_mut().enumerate() {
+                        *o = d_y.data()[at * r + j] + carry[bi * r + j];
+                    }
+                }
+                // With a projection the cell's own output is m_t: ∂L/∂m_t = ∂L/∂h_t·W_hr, for
+                // the step's rows at once.
+                if let Some(w_hr) = &p.w_hr {
+                    T::gemm(
+                        b,
+                        r,
+                        h,
+                        T::one(),
+                        &dh_all[t * b * r..][..b * r],
+                        r,
+                        1,
+                        w_hr.data(),
+                        h,
+                        1,
+                        T::zero(),
+                        &mut dm,
+                        h,
+                        1,
+                    );
+                }
                 for (bi, &len) in lengths.iter().enumerate() {
                     let row = t * b + bi;
                     let at = row * d_n + d;
@@ -180,12 +221,9 @@ pub(crate) fn backward_input<T: Float>(
                             d_r[row * gh..][..gh].fill(T::zero());
                         }
                         direct[bi * r..][..r].fill(T::zero());
-                        if proj {
-                            dh_all[row * r..][..r].fill(T::zero());
-                        }
                         continue;
                     }
-                    let (first, last) = first_last(d, t, len);
+                    let first = first_last(d, t, len).0;
                     let cp = &mut c_prev[bi * c_len..][..c_len];
                     if first {
                         cp.copy_from_slice(&c0[(ld * b + bi) * c_len..][..c_len]);
@@ -193,33 +231,9 @@ pub(crate) fn backward_input<T: Float>(
                         let ca = ((tp * b + bi) * d_n + d) * c_len;
                         cp.copy_from_slice(&cs[ca..][..c_len]);
                     }
-                    // The row's last step receives ∂L/∂h_n (and ∂L/∂c_n); the others what
-                    // the later step carried.
-                    if last {
-                        let at_state = (ld * b + bi) * r;
-                        initial_row(grad_state.h, at_state, &mut carry[bi * r..][..r]);
-                        initial_row(
-                            grad_state.c,
-                            (ld * b + bi) * c_len,
-                            &mut carry_c[bi * c_len..][..c_len],
-                        );
-                    }
-                    for (j, o) in dh_row.iter_mut().enumerate() {
-                        *o = d_y.data()[at * r + j] + carry[bi * r + j];
-                    }
-                    // With a projection, the cell's own output is m_t: ∂L/∂m_t = ∂L/∂h_t·W_hr.
-                    let (dh_cell, h_cell) = match &p.w_hr {
-                        Some(w_hr) => {
-                            dh_all[row * r..][..r].copy_from_slice(&dh_row);
-                            dm_row.fill(T::zero());
-                            for (k, &g) in dh_row.iter().enumerate() {
-                                for (o, &w) in dm_row.iter_mut().zip(&w_hr.data()[k * h..][..h]) {
-                                    *o = *o + g * w;
-                                }
-                            }
-                            (&dm_row[..], &ms[at * m_len..][..m_len])
-                        }
-                        None => (&dh_row[..], &y.data()[at * r..][..r]),
+                    let (dh_cell, h_cell) = match proj {
+                        true => (&dm[bi * h..][..h], &ms[at * m_len..][..m_len]),
+                        false => (&dh_all[row * r..][..r], &y.data()[at * r..][..r]),
                     };
                     cell.backward(
                         dh_cell,

@@ -281,13 +281,30 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                         &mut cs[at * c_len..][..c_len],
                         &mut saved[(d * t_len * b + row) * s_h..][..s_h],
                     );
-                    if let Some(w_hr) = &p.w_hr {
-                        let m = &ms[at * m_len..][..m_len];
-                        for (k, o) in y.data_mut()[at * r..][..r].iter_mut().enumerate() {
-                            *o = dot(&w_hr.data()[k * h..][..h], m);
-                        }
-                    }
-                    if first_last(d, t, len).1 {
+                }
+                // h_t = m_t·W_hrᵀ for the step's rows at once (m is zero past a row's end).
+                if let Some(w_hr) = &p.w_hr {
+                    let at = t * b * d_n + d;
+                    T::gemm(
+                        b,
+                        h,
+                        r,
+                        T::one(),
+                        &ms[at * m_len..],
+                        d_n * m_len,
+                        1,
+                        w_hr.data(),
+                        1,
+                        h,
+                        T::zero(),
+                        &mut y.data_mut()[at * r..],
+                        d_n * r,
+                        1,
+                    );
+                }
+                for (bi, &len) in lengths.iter().enumerate() {
+                    let at = (t * b + bi) * d_n + d;
+                    if t < len && first_last(d, t, len).1 {
                         let to = ld * b + bi;
                         h_n.data_mut()[to * r..][..r].copy_from_slice(&y.data()[at * r..][..r]);
                         if let Some(c_n) = &mut c_n {
@@ -305,11 +322,6 @@ pub(crate) fn forward_trace_lengths<T: Float>(
     }
     let output = trace.ys.last().expect("num_layers >= 1").clone();
     Ok((ForwardOutput { output, h_n, c_n }, trace))
-}
-
-/// `Σ a_k·b_k`, in order.
-pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).fold(T::zero(), |s, (&u, &v)| s + u * v)
 }
 
 /// Copies `dst.len()` values of `state` from `at` into `dst`, zeros when absent.

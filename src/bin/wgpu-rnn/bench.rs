@@ -28,6 +28,8 @@ pub struct Options {
     pub json: bool,
     /// The forward pass as a variable-length batch, lengths spread evenly over `1..=T`.
     pub varlen: bool,
+    /// The LSTM cases' `proj_size` (0: none, the suite's own shapes).
+    pub proj_size: usize,
 }
 
 /// `b` lengths spread evenly over `1..=t` (row 0 the shortest, the last row all `t`).
@@ -35,6 +37,19 @@ fn spread_lengths(t: usize, b: usize) -> Vec<usize> {
     (0..b)
         .map(|i| if b == 1 { t } else { 1 + i * (t - 1) / (b - 1) })
         .collect()
+}
+
+/// `cfg` with `proj_size` when it is an LSTM's (the only cell that projects), else as it is.
+///
+/// # Errors
+/// [`Error::Config`] when `proj_size` is not below the case's hidden size.
+fn with_projection(cfg: RnnConfig, proj_size: usize) -> Result<RnnConfig> {
+    if proj_size == 0 || cfg.cell != wgpu_rnn::Cell::Lstm {
+        return Ok(cfg);
+    }
+    let cfg = cfg.proj_size(proj_size);
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// One timed pass of one case on one device.
@@ -240,7 +255,10 @@ pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
         } else {
             case.clone()
         };
-        let cfg = match case.config() {
+        let cfg = match case
+            .config()
+            .and_then(|c| with_projection(c, opts.proj_size))
+        {
             Ok(cfg) => cfg,
             Err(e) => {
                 let reason = match e {
@@ -259,10 +277,18 @@ pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
         let mut fwd: Vec<Timing> = Vec::new();
         let mut outputs = Vec::new();
         let mut trn: Vec<Timing> = Vec::new();
+        // The suite's formulas, or with a projection the config's (which count W_hr).
+        let (fwd_flops, train_flops) = match cfg.proj_size {
+            0 => (case.forward_flops(), case.train_flops()),
+            _ => {
+                let f = cfg.forward_flops(case.t, case.b);
+                (f, case.train_flops() - 3.0 * case.forward_flops() + 3.0 * f)
+            }
+        };
         for device in &devices {
             let (t, out) = forward(&case, &params, device, repeats, opts.varlen)?;
             if opts.json {
-                let gf = case.forward_flops() / t.ms / 1e6;
+                let gf = fwd_flops / t.ms / 1e6;
                 json_line(
                     &case.name,
                     device_name(device),
@@ -276,7 +302,7 @@ pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
             outputs.push(out);
             let t = train(&case, cfg, device, repeats)?;
             if opts.json {
-                let gf = case.train_flops() / t.ms / 1e6;
+                let gf = train_flops / t.ms / 1e6;
                 json_line(&case.name, device_name(device), "train", t.ms, gf, t.bytes);
             }
             trn.push(t);
@@ -285,10 +311,9 @@ pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
             worst = worst.max(rel_err(a, b));
         }
         if !opts.json {
-            for (pass, timings, flops) in [
-                ("forward", &fwd, case.forward_flops()),
-                ("train", &trn, case.train_flops()),
-            ] {
+            for (pass, timings, flops) in
+                [("forward", &fwd, fwd_flops), ("train", &trn, train_flops)]
+            {
                 print_row(&case, pass, &devices, timings, flops);
             }
         }

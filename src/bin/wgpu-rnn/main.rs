@@ -158,6 +158,10 @@ enum Command {
         /// (compare with a run without it for the cost of the per-row mask).
         #[arg(long)]
         varlen: bool,
+        /// Give the LSTM cases this projection (proj_size P; compare with a run without it for
+        /// the cost of the projection); the other cases are unchanged.
+        #[arg(long, default_value_t = 0)]
+        proj_size: usize,
         /// Only these cases of benches/suite.json (comma separated; gpu_only ones included).
         #[arg(long, value_delimiter = ',')]
         only: Option<Vec<String>>,
@@ -313,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
             repeats,
             quick,
             varlen,
+            proj_size,
             only,
             gpu_suite,
             device,
@@ -339,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                         cpu: device != BenchDevice::Gpu,
                         json,
                         varlen,
+                        proj_size,
                     },
                 ),
             }

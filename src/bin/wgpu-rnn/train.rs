@@ -16,6 +16,14 @@ use wgpu_rnn::train::{
 };
 use wgpu_rnn::{Cell, Device, Error, Result, RnnConfig};
 
+/// ` P=…` for a model with a projection, else nothing.
+fn proj_note(c: &RnnConfig) -> String {
+    match c.proj_size {
+        0 => String::new(),
+        p => format!(" P={p}"),
+    }
+}
+
 /// `--cell`: a cell by the name [`Cell`]'s `Display` writes.
 fn parse_cell(s: &str) -> std::result::Result<Cell, String> {
     Cell::from_name(s).map_err(|e| e.to_string())
@@ -43,6 +51,9 @@ pub struct Hyper {
     /// The recurrent cell: rnn_tanh, rnn_relu (Elman), lstm or gru.
     #[arg(long, default_value = "rnn_tanh", value_parser = parse_cell)]
     pub cell: Cell,
+    /// LSTM projection size P (PyTorch's proj_size; 0: none): h = W_hr·(o⊙tanh(c)), P < H.
+    #[arg(long, default_value_t = 0)]
+    pub proj_size: usize,
     /// Optimizer steps.
     #[arg(long)]
     pub steps: Option<u64>,
@@ -301,8 +312,9 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
                 ));
             }
             let v = corpus.vocab.len();
-            let config =
-                RnnConfig::new(hyper.cell, v, hyper.hidden.unwrap_or(256)).layers(hyper.layers);
+            let config = RnnConfig::new(hyper.cell, v, hyper.hidden.unwrap_or(256))
+                .proj_size(hyper.proj_size)
+                .layers(hyper.layers);
             let model = SeqModel::new(config, Task::Tokens { vocab: v }, hyper.seed)?;
             (
                 TrainState::new(model),
@@ -317,12 +329,13 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
     let c = state.model.config();
     println!(
         "character model on {source}: {} train / {} validation characters, vocabulary {}\n\
-         model: {} H={} L={} ({} parameters), {} lr {} clip {:?}, B={batch} T={seq}{}, {} steps on {}",
+         model: {} H={}{} L={} ({} parameters), {} lr {} clip {:?}, B={batch} T={seq}{}, {} steps on {}",
         corpus.train.len(),
         corpus.valid.len(),
         corpus.vocab.len(),
         c.cell,
         c.hidden_size,
+        proj_note(c),
         c.num_layers,
         state.model.num_params(),
         cfg.optimizer.name(),
@@ -433,6 +446,7 @@ pub fn predict(
         }
         None => {
             let config = RnnConfig::new(hyper.cell, 1, hyper.hidden.unwrap_or(32))
+                .proj_size(hyper.proj_size)
                 .layers(hyper.layers)
                 .bidirectional(hyper.bidirectional);
             let model = SeqModel::new(config, Task::Regression { outputs: 1 }, hyper.seed)?;
@@ -449,11 +463,12 @@ pub fn predict(
         );
     }
     println!(
-        "forecasting {source}: {} train / {} validation values; {} H={} on {}",
+        "forecasting {source}: {} train / {} validation values; {} H={}{} on {}",
         s.train.len(),
         s.valid.len(),
         state.model.config().cell,
         state.model.config().hidden_size,
+        proj_note(state.model.config()),
         device.describe()
     );
     let mut trainer = Trainer::new(state, cfg, device)?;
@@ -552,6 +567,7 @@ pub fn demo(device: &Device, seconds: f64) -> Result<()> {
         layers: 1,
         bidirectional: false,
         cell: Cell::RnnTanh,
+        proj_size: 0,
         steps: Some(100_000),
         batch: Some(batch),
         seq: Some(seq),
