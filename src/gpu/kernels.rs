@@ -136,7 +136,9 @@ pub mod budget {
     /// `shaders/step_core.wgsl` and `shaders/step_core_bwd.wgsl` for hidden size `h` and `g`
     /// gate blocks: per gate block (the forward core; the backward core walks the same `g·h`
     /// columns in one loop) and per block of 64 columns, the block loop, 8 rows staged and up
-    /// to 64 products; then per row and unit the epilogue's loop over the gates.
+    /// to 64 products; then per row and unit the epilogue's loop over the gates. The
+    /// projection kernels of an LSTM (`shaders/project.wgsl`, `project_bwd.wgsl`) walk `H`
+    /// and `4·H` columns (`P < H` units each), so an LSTM's [`step`] bounds them too.
     pub const fn step(h: u64, g: u64) -> u64 {
         g * h.div_ceil(64) * (1 + 8 + 64) + g + 8 * (1 + 4 * (1 + g))
     }
