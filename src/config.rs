@@ -103,7 +103,7 @@ impl std::fmt::Display for Cell {
 /// assert_eq!(cfg.directions(), 2);
 /// assert_eq!(cfg.layer_input_size(1), 40); // D·H feeds the layer above
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RnnConfig {
     /// The recurrent cell.
     pub cell: Cell,
@@ -129,6 +129,14 @@ pub struct RnnConfig {
     /// model's inputs and outputs only, not saved with the parameters. The lower-level
     /// `cpu::forward` and `GpuRnn::forward` are always time-major.
     pub batch_first: bool,
+    /// PyTorch's `dropout`: in training, the output of every layer but the last (`[T, B, D·H]`,
+    /// `[T, B, D·P]` with a projection) is zeroed element-wise with this probability and the rest scaled by `1/(1-p)` before it feeds
+    /// the layer above (see [`crate::dropout`]); inference ([`crate::Rnn`], `forward`,
+    /// evaluation, sampling) never drops. In `[0, 1)`, default 0 (no dropout; with one layer
+    /// it has no effect, as in PyTorch). A training checkpoint records it; a PyTorch
+    /// state_dict does not (as in PyTorch, it is an argument of the module), so
+    /// [`crate::RnnParams::load`] gives 0.
+    pub dropout: f32,
 }
 
 impl RnnConfig {
@@ -143,6 +151,7 @@ impl RnnConfig {
             bias: true,
             batch_first: false,
             proj_size: 0,
+            dropout: 0.0,
         }
     }
 
@@ -160,6 +169,12 @@ impl RnnConfig {
         } else {
             self.hidden_size
         }
+    }
+
+    /// Sets `dropout` (checked by [`RnnConfig::validate`]).
+    pub fn dropout(mut self, p: f32) -> Self {
+        self.dropout = p;
+        self
     }
 
     /// Sets `batch_first`.
@@ -206,12 +221,14 @@ impl RnnConfig {
         self.directions() * self.real_hidden_size()
     }
 
-    /// Checks that every size is at least 1 and `proj_size` is as PyTorch allows it
-    /// (LSTM only, below `hidden_size`).
+    /// Checks that every size is at least 1, `proj_size` is as PyTorch allows it
+    /// (LSTM only, below `hidden_size`) and `dropout` is a probability in `[0, 1)`.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the field that is zero, or `proj_size`.
+    /// [`Error::Config`] naming the field that is zero, `proj_size`, or `dropout` with its
+    /// value.
     pub fn validate(&self) -> Result<()> {
+        crate::dropout::check_p(self.dropout)?;
         if self.proj_size > 0 && self.cell != Cell::Lstm {
             return Err(Error::config(format!(
                 "proj_size: only an LSTM projects its hidden state; found proj_size = {} \

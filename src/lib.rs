@@ -80,6 +80,7 @@
 pub mod cell;
 pub mod config;
 pub mod cpu;
+pub mod dropout;
 pub mod error;
 pub mod gpu;
 pub mod io;

@@ -236,6 +236,14 @@ impl<T: Float> RnnParams<T> {
         self
     }
 
+    /// These parameters with the model's `dropout` set (PyTorch's module argument, which a
+    /// state_dict does not record; see [`RnnConfig::dropout`]). Checked by
+    /// [`RnnParams::validate`] and wherever the parameters are placed on a device.
+    pub fn dropout(mut self, p: f32) -> Self {
+        self.config.dropout = p;
+        self
+    }
+
     /// Whether these parameters are named as a single cell (`nn.RNNCell`, `nn.LSTMCell`,
     /// `nn.GRUCell`), as loaded from such a file; [`RnnParams::to_tensor_file`] then writes
     /// that form back.
@@ -556,6 +564,7 @@ impl RnnParams<f32> {
             bias,
             batch_first: false,
             proj_size,
+            dropout: 0.0,
         };
         config.validate()?;
         let mut layers = Vec::new();

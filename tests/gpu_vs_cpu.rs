@@ -206,6 +206,7 @@ fn all_config_combinations() {
                         bias,
                         batch_first: false,
                         proj_size,
+                        dropout: 0.0,
                     };
                     let mut rnn =
                         Rnn::new(RnnParams::random(cfg, seed), &Device::Gpu(common::gpu()))
