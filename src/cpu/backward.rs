@@ -143,7 +143,7 @@ pub(crate) fn backward_input<T: Float>(
         let x = match (l, input) {
             (0, Input::Dense(x)) => Some(x),
             (0, Input::Tokens { .. }) => None,
-            _ => Some(&ys[l - 1]),
+            _ => Some(trace.layer_input(l)),
         };
         let i_l = cfg.layer_input_size(l);
         let y = &ys[l];
@@ -373,6 +373,12 @@ pub(crate) fn backward_input<T: Float>(
                     }
                 }
             }
+        }
+        // Through the mask between layer l - 1 and this one: ∂y_{l-1} = ∂x_l·mask·scale.
+        if let Some(d) = trace.dropout
+            && l > 0
+        {
+            d.apply(l - 1, d_in.data_mut());
         }
         d_y = d_in;
     }

@@ -11,6 +11,7 @@ pub use backward::backward;
 pub(crate) use backward::backward_input;
 
 use crate::cell::CellMath;
+use crate::dropout::Dropout;
 use crate::error::Result;
 use crate::params::RnnParams;
 pub use crate::state::{ForwardOutput, Gradients, State, check_inputs};
@@ -20,10 +21,17 @@ use crate::tensor::{Float, Tensor};
 /// (the last is the model's output; `R` is [`crate::RnnConfig::real_hidden_size`]), and for
 /// cells that need them every layer's cell states `c_t` `[T, B, D·H]`, saved activations
 /// `[D, T, B, S·H]` ([`crate::cell::CellSpec::saved_units`]) and, with a projection, the
-/// unprojected `m_t = o⊙tanh(c_t)` `[T, B, D·H]`.
+/// unprojected `m_t = o⊙tanh(c_t)` `[T, B, D·H]`; in training with dropout, the masked
+/// outputs that fed the layers above and the [`Dropout`] that drew the masks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace<T = f32> {
     ys: Vec<Tensor<T>>,
+    /// Layer `l`'s output after the mask, the input of layer `l + 1` (`L - 1` of them), with
+    /// dropout; empty without.
+    dropped: Vec<Tensor<T>>,
+    /// The masks' generator, `Some` only when `p > 0`: the backward pass regenerates the masks
+    /// from it (cheaper than storing them, and the GPU does the same).
+    dropout: Option<Dropout>,
     cs: Vec<Vec<T>>,
     saved: Vec<Vec<T>>,
     ms: Vec<Vec<T>>,
@@ -35,6 +43,11 @@ impl<T> Trace<T> {
     /// Every layer's output, `[T, B, D·H]` each.
     pub fn layer_outputs(&self) -> &[Tensor<T>] {
         &self.ys
+    }
+
+    /// The input of layer `l >= 1`: layer `l - 1`'s output, after its dropout mask in training.
+    fn layer_input(&self, l: usize) -> &Tensor<T> {
+        self.dropped.get(l - 1).unwrap_or(&self.ys[l - 1])
     }
 }
 
@@ -73,6 +86,46 @@ pub fn forward_trace_with_lengths<'a, T: Float>(
     forward_trace_lengths(params, Input::Dense(input), state, &lengths)
 }
 
+/// [`forward_trace`] in training mode with dropout between layers (PyTorch's `dropout`, see
+/// [`crate::dropout`]): layer `l < L - 1`'s output is multiplied by the mask that `dropout`
+/// draws for layer `l` before it feeds layer `l + 1`; the returned `output` (the last layer's)
+/// and `h_n`, `c_n` are not masked. [`crate::cpu::backward`] of the returned [`Trace`] passes
+/// the gradient through the same masks. `lengths` as in [`forward_trace_with_lengths`]
+/// (`None`: every row runs `T` steps); positions past a row's end stay zero. `dropout.p` is
+/// used as given (the config's `dropout` is not read); `p = 0` is the plain pass, bit for bit.
+///
+/// # Errors
+/// As [`forward_trace_with_lengths`]; [`crate::Error::Config`] naming `dropout` when
+/// `dropout.p` is not in `[0, 1)`.
+///
+/// # Example
+/// ```
+/// use wgpu_rnn::{cpu, dropout::Dropout, Cell, RnnConfig, RnnParams, Tensor};
+/// let p = RnnParams::<f64>::random(RnnConfig::new(Cell::Gru, 2, 3).layers(2), 1);
+/// let x = Tensor::full(&[4, 1, 2], 0.5);
+/// let d = Dropout::new(0.5, 42, 0)?;
+/// let (out, trace) = cpu::forward_trace_with_dropout(&p, &x, None, None, d)?;
+/// let g = cpu::backward(&p, &x, None, &trace, &Tensor::full(out.output.shape(), 1.0), None)?;
+/// assert_eq!(g.input.shape(), &[4, 1, 2]);
+/// # Ok::<(), wgpu_rnn::Error>(())
+/// ```
+pub fn forward_trace_with_dropout<'a, T: Float>(
+    params: &RnnParams<T>,
+    input: &Tensor<T>,
+    state: impl Into<State<'a, T>>,
+    lengths: Option<&[usize]>,
+    dropout: Dropout,
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
+    let state = state.into();
+    let (t, b) = check_inputs(params.config(), input, state)?;
+    crate::dropout::check_p(dropout.p)?;
+    let lengths = match lengths {
+        Some(l) => check_lengths(&l.iter().map(|&v| v as i64).collect::<Vec<_>>(), t, b)?,
+        None => vec![t; b],
+    };
+    forward_core(params, Input::Dense(input), state, &lengths, Some(dropout))
+}
+
 /// Layer 0's input: a dense `[T, B, I]` tensor, or token ids `[T, B]` in `0..I` whose input
 /// projection is a gather of columns of `weight_ih_l0` (an embedding lookup).
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +151,18 @@ pub(crate) fn forward_trace_input<T: Float>(
 ) -> Result<(ForwardOutput<T>, Trace<T>)> {
     let (t_len, b) = input.dims();
     forward_trace_lengths(params, input, state, &vec![t_len; b])
+}
+
+/// [`forward_trace_input`] in training mode: with `dropout` (when `Some` and `p > 0`) between
+/// the layers, as [`forward_trace_with_dropout`].
+pub(crate) fn forward_trace_train<T: Float>(
+    params: &RnnParams<T>,
+    input: Input<'_, T>,
+    state: State<'_, T>,
+    dropout: Option<Dropout>,
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
+    let (t_len, b) = input.dims();
+    forward_core(params, input, state, &vec![t_len; b], dropout)
 }
 
 /// Whether step `t` of direction `d` is the first one (it reads `h0`, `c0`) and the last one
@@ -147,7 +212,20 @@ pub(crate) fn forward_trace_lengths<T: Float>(
     state: State<'_, T>,
     lengths: &[usize],
 ) -> Result<(ForwardOutput<T>, Trace<T>)> {
+    forward_core(params, input, state, lengths, None)
+}
+
+/// The forward pass: [`forward_trace_lengths`], with `dropout` between the layers when it is
+/// `Some` with `p > 0` (`p = 0` takes exactly the path without dropout).
+fn forward_core<T: Float>(
+    params: &RnnParams<T>,
+    input: Input<'_, T>,
+    state: State<'_, T>,
+    lengths: &[usize],
+    dropout: Option<Dropout>,
+) -> Result<(ForwardOutput<T>, Trace<T>)> {
     let cfg = *params.config();
+    let dropout = dropout.filter(|d| d.p > 0.0 && cfg.num_layers > 1);
     let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
     let (h, d_n, g) = (cfg.hidden_size, cfg.directions(), cell.gates());
@@ -162,6 +240,8 @@ pub(crate) fn forward_trace_lengths<T: Float>(
     let mut c_n = with_c.then(|| Tensor::zeros(&[ld_n, b, h]));
     let mut trace = Trace {
         ys: Vec::with_capacity(cfg.num_layers),
+        dropped: Vec::new(),
+        dropout,
         cs: Vec::new(),
         saved: Vec::new(),
         ms: Vec::new(),
@@ -185,7 +265,8 @@ pub(crate) fn forward_trace_lengths<T: Float>(
             for row in proj_x.chunks_exact_mut(gh) {
                 row.copy_from_slice(&x_bias);
             }
-            match (trace.ys.last(), input) {
+            let below = (l > 0).then(|| trace.layer_input(l));
+            match (below, input) {
                 (None, Input::Tokens { ids, .. }) => {
                     for (row, &id) in proj_x.chunks_exact_mut(gh).zip(ids) {
                         for (j, o) in row.iter_mut().enumerate() {
@@ -314,6 +395,13 @@ pub(crate) fn forward_trace_lengths<T: Float>(
                     }
                 }
             }
+        }
+        if let Some(d) = dropout
+            && l + 1 < cfg.num_layers
+        {
+            let mut x = y.clone();
+            d.apply(l, x.data_mut());
+            trace.dropped.push(x);
         }
         trace.ys.push(y);
         trace.cs.push(cs);
