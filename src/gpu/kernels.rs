@@ -43,6 +43,9 @@ pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 pub const COLSUM: &str = include_str!("../../shaders/colsum.wgsl");
 /// `shaders/optim.wgsl`: SGD (momentum), Adam, Adagrad with global-norm clipping.
 pub const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
+/// `shaders/dropout.wgsl`: dropout's mask and scale between layers (Philox4x32-10), forward
+/// and backward.
+pub const DROPOUT: &str = include_str!("../../shaders/dropout.wgsl");
 
 /// Most storage buffers any kernel binds (the backward step kernel: 8, WebGPU's guaranteed
 /// minimum).
@@ -178,6 +181,10 @@ pub mod budget {
         norms
     }
 
+    /// `shaders/dropout.wgsl`: Philox's 10 rounds, then the block's 4 elements, whatever the
+    /// layer's size.
+    pub const DROPOUT: u64 = 10 + 4;
+
     /// The largest `x` with `cost(x) <= LOOP_BUDGET` (`cost` non-decreasing).
     pub fn max_within(cost: fn(u64) -> u64) -> u64 {
         max_within_by(cost)
@@ -282,6 +289,8 @@ pub enum Kernel {
     Optim,
     /// `shaders/colsum.wgsl`.
     ColSum,
+    /// `shaders/dropout.wgsl`: `dst = src·mask` with dropout's mask, forward and backward.
+    Dropout,
 }
 
 #[derive(Clone, Copy)]
@@ -309,6 +318,7 @@ impl Kernel {
             Kernel::SumSq,
             Kernel::Optim,
             Kernel::ColSum,
+            Kernel::Dropout,
         ];
         for cell in Cell::ALL {
             all.push(Kernel::Step(cell, StepTunables::SOFTWARE));
@@ -371,6 +381,7 @@ impl Kernel {
             Kernel::Sum | Kernel::SumSq => REDUCE,
             Kernel::Optim => OPTIM,
             Kernel::ColSum => COLSUM,
+            Kernel::Dropout => DROPOUT,
         };
         Cow::Borrowed(fixed)
     }
@@ -448,6 +459,7 @@ impl Kernel {
             Kernel::Sum | Kernel::SumSq => &[Uniform, Read, ReadWrite],
             Kernel::Optim => &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             Kernel::ColSum => &[Uniform, Read, ReadWrite],
+            Kernel::Dropout => &[Uniform, Read, Read, ReadWrite],
         }
     }
 }
@@ -750,4 +762,54 @@ pub(crate) struct ColSumDims {
     pub chunk: u32,
     /// Offset between the outputs of consecutive chunks.
     pub out_rs: u32,
+}
+
+/// Uniform `Dims` of `shaders/dropout.wgsl` (the step's counter and the seed are in a small
+/// storage buffer, [`DropoutCounter`], written before each step).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct DropoutDims {
+    /// Elements of the layer's output, `T·B·D·H`.
+    pub n: u32,
+    /// The layer whose output is masked.
+    pub layer: u32,
+    /// `round(p·2³²)`.
+    pub threshold: u32,
+    /// `1/(1-p)`.
+    pub scale: f32,
+}
+
+/// Storage `Counter` of `shaders/dropout.wgsl`: Philox's key (the seed) and the step's counter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub(crate) struct DropoutCounter {
+    pub key: [u32; 2],
+    pub step: [u32; 2],
+}
+
+impl DropoutDims {
+    /// The dims of `p`'s mask over layer `layer`'s output of `n` elements.
+    pub fn new(p: f32, layer: usize, n: usize) -> Self {
+        let d = crate::dropout::Dropout {
+            p,
+            seed: 0,
+            step: 0,
+        };
+        DropoutDims {
+            n: n as u32,
+            layer: layer as u32,
+            threshold: d.threshold(),
+            scale: d.scale(),
+        }
+    }
+}
+
+impl DropoutCounter {
+    /// The counter of `d`'s step.
+    pub fn of(d: &crate::dropout::Dropout) -> Self {
+        DropoutCounter {
+            key: d.key(),
+            step: [d.step as u32, (d.step >> 32) as u32],
+        }
+    }
 }

@@ -14,6 +14,6 @@ pub(crate) use buffer::{Buffer, read};
 pub use context::{AdapterOptions, GpuContext, list_adapters};
 pub use cost::CostConstants;
 pub(crate) use ops::{Encoder, Op, Recorder, linear_groups, profile};
-pub use ops::{GemmPlan, GemmSpec, KernelTime, gemm};
+pub use ops::{GemmPlan, GemmSpec, KernelTime, dropout, gemm};
 pub use rnn::GpuRnn;
 pub(crate) use rnn::StackStep;

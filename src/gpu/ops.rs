@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
+use crate::dropout::Dropout;
 use crate::error::{Error, Result};
 use crate::gpu::buffer::Buffer;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::budget::{COLSUM_CHUNK, GEMM_K_SPLIT, GEMM_MAX_SPLITS, REDUCE_CHUNK};
-use crate::gpu::kernels::{ColSumDims, GemmParams, Kernel, ReduceDims};
+use crate::gpu::kernels::{
+    ColSumDims, DropoutCounter, DropoutDims, GemmParams, Kernel, ReduceDims,
+};
 
 pub(crate) struct Op {
     kernel: Kernel,
@@ -491,6 +494,54 @@ pub fn gemm(
         });
     encode(&mut encoder, &ops);
     let mut res = ctx.read_buffers(encoder, &[(&bc, &out, (c.len() * 4) as u64)], "gemm")?;
+    Ok(res.remove(0))
+}
+
+/// Multiplies `x`, layer `layer`'s output `[T, B, D·H]` flat (or the gradient flowing into
+/// it), by dropout's mask on the GPU (`shaders/dropout.wgsl`, the kernel of training steps)
+/// and returns the product: `x·1/(1-p)` where kept, `x·0` where dropped (see
+/// [`crate::dropout`]). For tests, which compare it with [`Dropout::apply`] on the CPU; it
+/// uploads and reads back.
+///
+/// # Errors
+/// [`Error::Config`] naming `dropout` for `p` outside `[0, 1)`, [`Error::Limit`] when `x`
+/// exceeds the device, [`Error::Gpu`] when the device fails.
+///
+/// # Example
+/// ```no_run
+/// use wgpu_rnn::{dropout::Dropout, gpu::{self, AdapterOptions, GpuContext}};
+/// let ctx = GpuContext::new(&AdapterOptions::default())?;
+/// let d = Dropout::new(0.5, 1, 0)?;
+/// let y = gpu::dropout(&ctx, &d, 0, &[1.0; 8])?;
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+/// # Ok::<(), wgpu_rnn::Error>(())
+/// ```
+pub fn dropout(ctx: &GpuContext, d: &Dropout, layer: usize, x: &[f32]) -> Result<Vec<f32>> {
+    crate::dropout::check_p(d.p)?;
+    if x.is_empty() {
+        return Ok(Vec::new());
+    }
+    index_u32("dropout elements", x.len())?;
+    let src = upload(ctx, "dropout input", x)?;
+    let counter = DropoutCounter::of(d);
+    let counter = upload(ctx, "dropout counter", bytemuck::cast_slice(&[counter]))?;
+    let dst = storage(ctx, "dropout output", x.len(), wgpu::BufferUsages::COPY_SRC)?;
+    let mut rec = Recorder::new(ctx, &src);
+    let dims = DropoutDims::new(d.p, layer, x.len());
+    let op = rec.op(
+        Kernel::Dropout,
+        bytemuck::bytes_of(&dims),
+        &[&counter, &src, &dst],
+        linear_groups(x.len().div_ceil(4)),
+    )?;
+    let out = staging(ctx, "dropout readback", x.len());
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("dropout"),
+        });
+    encode(&mut encoder, &[op]);
+    let mut res = ctx.read_buffers(encoder, &[(&dst, &out, (x.len() * 4) as u64)], "dropout")?;
     Ok(res.remove(0))
 }
 

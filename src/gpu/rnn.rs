@@ -12,8 +12,8 @@ use crate::gpu::buffer::Buffer;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::budget::{self, EMBED_BWD_CHUNK};
 use crate::gpu::kernels::{
-    EmbedDims, Kernel, PrepareDims, STEP_ROWS, StepDims, StepParams, StepTunables, UNIFORM_STRIDE,
-    saved_units,
+    DropoutCounter, DropoutDims, EmbedDims, Kernel, PrepareDims, STEP_ROWS, StepDims, StepParams,
+    StepTunables, UNIFORM_STRIDE, saved_units,
 };
 use crate::gpu::ops::{self, Encoder, GemmSpec, Op, bind, linear_groups};
 use crate::params::{ParamLayout, RnnParams};
@@ -42,6 +42,10 @@ struct Workspace {
     states_bytes: u64,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
     ys: Vec<wgpu::Buffer>,
+    /// With dropout (a training stack only): layer `l`'s output after its mask, the input of
+    /// layer `l + 1`, `[T, B, D·R]` (`R` = `P` with a projection; `L - 1` of them; none
+    /// without dropout).
+    dropped: Vec<wgpu::Buffer>,
     /// Every layer's saved activations `[T, B, D, S·H]` (the dummy for `S = 0`).
     saved: Vec<wgpu::Buffer>,
     /// The final state: `h_n`, then `c_n`, as `states0`.
@@ -70,6 +74,10 @@ struct BackwardWorkspace {
     /// `∂L/∂x` of each layer, `[T, B, I_l]` (layer 0's is the input gradient; unused for
     /// token input).
     grad_x: Vec<wgpu::Buffer>,
+    /// With dropout: `∂L/∂y_l = ∂L/∂x_{l+1}·mask` `[T, B, D·R]`, the incoming gradient of
+    /// every layer but the last, one layer at a time (the layers' backward passes run in
+    /// order, so one buffer serves them all).
+    grad_masked: Option<wgpu::Buffer>,
     backward_ops: Vec<Op>,
     _keep: Vec<wgpu::Buffer>,
 }
@@ -141,6 +149,19 @@ impl<'a> StackStep<'a> {
         self.ws.record_forward(encoder, !carry);
     }
 
+    /// Writes the dropout counter of the step about to be recorded (`d` from the training
+    /// state; its `p` is the config's). No-op for a stack without dropout. A queue write,
+    /// so it lands before the next submit and after the previous one.
+    pub(crate) fn set_dropout(&self, d: Option<crate::dropout::Dropout>) {
+        if let (Some(buf), Some(d)) = (&self.rnn.dropout, d) {
+            let c = DropoutCounter::of(&d);
+            self.rnn
+                .ctx
+                .queue
+                .write_buffer(buf, 0, bytemuck::bytes_of(&c));
+        }
+    }
+
     /// Records the backward pass, from [`StackStep::grad_output`].
     pub(crate) fn record_backward(&self, encoder: &mut Encoder<'_>) {
         self.bw.record(encoder.raw());
@@ -199,6 +220,11 @@ pub struct GpuRnn {
     workspace: Option<Workspace>,
     /// Whether `forward` ran on the current workspace since it was built.
     has_forward: bool,
+    /// Dropout between layers, only in a training stack (the trainer's, built with
+    /// `train_dropout`) whose config has `dropout > 0` and more than one layer: Philox's key
+    /// and the step's counter ([`DropoutCounter`]), written before each step. Every forward
+    /// pass of such a stack masks; inference stacks ([`GpuRnn::new`]) never do.
+    dropout: Option<wgpu::Buffer>,
     _keep: Vec<wgpu::Buffer>,
 }
 
@@ -218,15 +244,18 @@ impl GpuRnn {
     /// [`Error::Limit`] when a weight exceeds a buffer limit (checked before allocating), or
     /// `hidden_size` exceeds [`budget::max_step_hidden`] (the step kernels' loop budget).
     pub fn new(ctx: Arc<GpuContext>, params: &RnnParams<f32>) -> Result<Self> {
-        Self::with_input(ctx, params, false)
+        Self::with_input(ctx, params, false, false)
     }
 
     /// As [`GpuRnn::new`]; with `token_input`, layer 0 reads token ids in `0..input_size`
-    /// and its input projection is a gather of columns of `weight_ih_l0` (an embedding).
+    /// and its input projection is a gather of columns of `weight_ih_l0` (an embedding); with
+    /// `train_dropout`, every forward pass applies the config's `dropout` between the layers
+    /// (a training stack: see [`StackStep::set_dropout`]).
     pub(crate) fn with_input(
         ctx: Arc<GpuContext>,
         params: &RnnParams<f32>,
         token_input: bool,
+        train_dropout: bool,
     ) -> Result<Self> {
         let config = *params.config();
         let cell = config.cell.spec();
@@ -288,7 +317,19 @@ impl GpuRnn {
             keep.extend(rec.finish());
             derived.push(d);
         }
+        // p = 0 (or one layer) records no dropout at all: bit for bit the pass without it.
+        let dropout = match train_dropout && config.dropout > 0.0 && config.num_layers > 1 {
+            // Four u32 words, the size of four f32s.
+            true => Some(ops::storage(
+                &ctx,
+                "dropout counter",
+                std::mem::size_of::<DropoutCounter>() / 4,
+                wgpu::BufferUsages::COPY_DST,
+            )?),
+            false => None,
+        };
         let rnn = GpuRnn {
+            dropout,
             ctx,
             config,
             cell,
@@ -456,6 +497,12 @@ impl GpuRnn {
         let ys = (0..cfg.num_layers)
             .map(|l| ops::storage(ctx, &format!("output l{l}"), tb * dh, rw))
             .collect::<Result<Vec<_>>>()?;
+        let dropped = match self.dropout {
+            Some(_) => (0..cfg.num_layers - 1)
+                .map(|l| ops::storage(ctx, &format!("dropped output l{l}"), tb * dh, rw))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let saved = (0..cfg.num_layers)
             .map(|l| match saved_len {
                 0 => Ok(self.dummy.clone()),
@@ -480,7 +527,10 @@ impl GpuRnn {
         for (l, off) in self.layout.layers.iter().enumerate() {
             let i_l = cfg.layer_input_size(l);
             let der = &self.derived[l];
-            let x = if l == 0 { &input } else { &ys[l - 1] };
+            let x = match l {
+                0 => &input,
+                _ => dropped.get(l - 1).unwrap_or(&ys[l - 1]),
+            };
             // Input projection of all steps, both directions: P = X·W_ihᵀ + (b_ih + b_hh).
             if l == 0 && self.token_input {
                 let dims = EmbedDims {
@@ -549,6 +599,10 @@ impl GpuRnn {
                     fwd.push(project.with_offsets(offsets, proj_groups));
                 }
             }
+            // Dropout: the mask of this layer's output, into the next layer's input.
+            if let (Some(counter), Some(dst)) = (&self.dropout, dropped.get(l)) {
+                fwd.push(self.dropout_op(&mut rec, counter, l, tb * dh, &ys[l], dst)?);
+            }
         }
 
         let mut keep = rec.finish();
@@ -560,6 +614,7 @@ impl GpuRnn {
             states0,
             states_bytes: (states * 4) as u64,
             ys,
+            dropped,
             saved,
             states_n,
             forward_ops: fwd,
@@ -604,6 +659,26 @@ impl GpuRnn {
         let cfg = &self.config;
         let c = self.cell.has_cell_state() as usize;
         self.h_part_len(b) + c * cfg.num_layers * cfg.directions() * b * cfg.hidden_size
+    }
+
+    /// The dispatch of `shaders/dropout.wgsl` for layer `layer`'s output of `n` elements:
+    /// `dst = src·mask` (forward from `y_l`, backward from the gradient of the masked `y_l`).
+    fn dropout_op(
+        &self,
+        rec: &mut ops::Recorder<'_>,
+        counter: &wgpu::Buffer,
+        layer: usize,
+        n: usize,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+    ) -> Result<Op> {
+        let dims = DropoutDims::new(self.config.dropout, layer, n);
+        rec.op(
+            Kernel::Dropout,
+            bytemuck::bytes_of(&dims),
+            &[counter, src, dst],
+            linear_groups(n.div_ceil(4)),
+        )
     }
 
     /// The uniform `Dims` of layer `l`'s step kernels for `(t_len, b)`.
@@ -718,17 +793,30 @@ impl GpuRnn {
                 ops::storage(ctx, &format!("grad x l{l}"), n, rw)
             })
             .collect::<Result<Vec<_>>>()?;
+        let grad_masked = match self.dropout {
+            Some(_) => Some(ops::storage(ctx, "grad masked output", tb * dr, rw)?),
+            None => None,
+        };
         let mut rec = ops::Recorder::new(ctx, &self.dummy);
         let mut bwd = Vec::new();
         // Backward, from the top layer down.
         for l in (0..cfg.num_layers).rev() {
             let off = self.layout.layers[l];
             let i_l = cfg.layer_input_size(l);
-            let (x, y) = (if l == 0 { &input } else { &ws.ys[l - 1] }, &ws.ys[l]);
-            let grad_y = if l + 1 == cfg.num_layers {
-                &grad_out
-            } else {
-                &grad_x[l + 1]
+            let x = match l {
+                0 => &input,
+                _ => ws.dropped.get(l - 1).unwrap_or(&ws.ys[l - 1]),
+            };
+            let y = &ws.ys[l];
+            let grad_y = match (l + 1 == cfg.num_layers, &self.dropout, &grad_masked) {
+                (true, ..) => &grad_out,
+                // Through the mask the forward pass drew (regenerated from the counter):
+                // ∂y_l = ∂x_{l+1}·mask.
+                (false, Some(counter), Some(gm)) => {
+                    bwd.push(self.dropout_op(&mut rec, counter, l, tb * dr, &grad_x[l + 1], gm)?);
+                    gm
+                }
+                _ => &grad_x[l + 1],
             };
             let du = rec.uniform(
                 &format!("backward dims l{l}"),
@@ -884,6 +972,7 @@ impl GpuRnn {
             grad_states_n,
             grad_states0,
             grad_x,
+            grad_masked,
             backward_ops: bwd,
             _keep: keep,
         })
@@ -1040,15 +1129,15 @@ impl GpuRnn {
             buffers.push(&d.w_hh_t);
             buffers.extend(d.bias.as_ref());
         }
-        buffers.extend(&self._keep);
+        buffers.extend(self._keep.iter().chain(&self.dropout));
         if let Some(ws) = &self.workspace {
             buffers.extend([&ws.input, &ws.states0, &ws.states_n, &ws.step_uniform]);
-            buffers.extend(ws.ys.iter().chain(&ws._keep));
+            buffers.extend(ws.ys.iter().chain(&ws.dropped).chain(&ws._keep));
             // The dummy stands in for the saved activations of cells that save none.
             buffers.extend(ws.saved.iter().filter(|b| **b != self.dummy));
             if let Some(bw) = &ws.backward {
                 buffers.extend([&bw.grad_out, &bw.grad_states_n, &bw.grad_states0]);
-                buffers.extend(bw.grad_x.iter().chain(&bw._keep));
+                buffers.extend(bw.grad_x.iter().chain(&bw.grad_masked).chain(&bw._keep));
             }
         }
         buffers.iter().map(|b| b.size()).sum()
