@@ -6,8 +6,9 @@
 //! saves none, so its `rnn.` tensors load into a bare stack), and the optimizer's moments
 //! `optim.m1`, `optim.m2` (flat, in the engine's parameter order). The cell follows from the
 //! weights' shapes. Metadata: the step, an Elman cell's nonlinearity, the optimizer and its
-//! hyperparameters, the clipping norm, the task, the data generator's state and any caller
-//! entries (a vocabulary, a normalisation).
+//! hyperparameters, the clipping norm, the task, the data generator's state, the model's
+//! `dropout` and the seed of its masks (both 0 when absent, as in checkpoints written before
+//! dropout existed) and any caller entries (a vocabulary, a normalisation).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -113,6 +114,12 @@ impl Checkpoint {
                 .clip_norm
                 .map_or("none".into(), |c| c.to_bits().to_string()),
         );
+        // Bits, like the optimizer's: a resumed run draws exactly the same masks.
+        m.insert(
+            "dropout".into(),
+            st.model.config().dropout.to_bits().to_string(),
+        );
+        m.insert("dropout.seed".into(), st.dropout_seed.to_string());
         m.insert("rng.seed".into(), hex(&self.rng.get_seed()));
         m.insert("rng.word_pos".into(), self.rng.get_word_pos().to_string());
         file.write(path)
@@ -162,7 +169,11 @@ impl Checkpoint {
                 .metadata
                 .insert("nonlinearity".into(), n.to_string());
         }
-        let rnn = RnnParams::from_tensor_file(rnn_file, &src)?;
+        // Checkpoints from before dropout have neither entry: no dropout, seed 0.
+        let opt_num = |k: &str| if meta.contains_key(k) { num(k) } else { Ok(0) };
+        let dropout = f32::from_bits(opt_num("dropout")? as u32);
+        let dropout_seed = opt_num("dropout.seed")?;
+        let rnn = RnnParams::from_tensor_file(rnn_file, &src)?.dropout(dropout);
         // The engine writes an Elman cell's nonlinearity; without it, a relu checkpoint would
         // run as tanh.
         if rnn.config().cell.nonlinearity().is_some() {
@@ -241,6 +252,7 @@ impl Checkpoint {
             .filter(|(k, _)| {
                 !(reserved.contains(&k.as_str())
                     || k.starts_with("optim.")
+                    || k.starts_with("dropout")
                     || k.starts_with("rng."))
             })
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -251,6 +263,7 @@ impl Checkpoint {
                 m1,
                 m2,
                 step,
+                dropout_seed,
             },
             train: TrainConfig {
                 optimizer,

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::dropout::Dropout;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{Kernel, LossDims, OptimHyper, budget};
 use crate::gpu::{
@@ -81,6 +82,8 @@ pub struct GpuTrainer {
     dev: Resident,
     ws: Option<StepWorkspace>,
     step: u64,
+    /// The seed of the dropout masks ([`TrainState::dropout_seed`]).
+    dropout_seed: u64,
     /// `(T, B)` of the last step, whose `h_n` a carrying step starts from.
     carried: Option<(usize, usize)>,
 }
@@ -100,7 +103,7 @@ impl GpuTrainer {
         };
         let limit = "loss kernel row length within its loop budget";
         budget::check(what, limit, model.task.outputs().max(1), max)?;
-        let rnn = GpuRnn::with_input(ctx.clone(), &model.rnn, tokens)?;
+        let rnn = GpuRnn::with_input(ctx.clone(), &model.rnn, tokens, true)?;
         let lens = [
             ParamLayout::new(model.config()).total,
             model.head_w.len(),
@@ -139,6 +142,7 @@ impl GpuTrainer {
             dev,
             ws: None,
             step: state.step,
+            dropout_seed: state.dropout_seed,
             carried: None,
         })
     }
@@ -198,6 +202,9 @@ impl GpuTrainer {
                 }
             }
         }
+        // Dropout's masks of this step: counter = the steps taken before it, as on the CPU.
+        let p = self.model.config().dropout;
+        stack.set_dropout(Dropout::in_training(p, self.dropout_seed, self.step));
         self.step += 1;
         self.dev.write_hyper(&self.cfg, self.step);
         // Truncated BPTT: a chunk starts where the last one ended, when asked and the shape
@@ -309,6 +316,7 @@ impl GpuTrainer {
             m1,
             m2,
             step: self.step,
+            dropout_seed: self.dropout_seed,
         })
     }
 }

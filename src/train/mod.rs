@@ -378,7 +378,8 @@ pub struct TrainConfig {
 }
 
 /// Everything a run needs to continue: the model, the optimizer's moments (flat, in
-/// [`SeqModel`]'s parameter order) and the number of steps taken.
+/// [`SeqModel`]'s parameter order), the number of steps taken and the seed of the dropout
+/// masks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainState {
     /// The model.
@@ -389,6 +390,11 @@ pub struct TrainState {
     pub m2: Vec<f32>,
     /// Optimizer steps taken.
     pub step: u64,
+    /// The seed of the dropout masks (the model's `dropout`, [`RnnConfig::dropout`]): step `k`
+    /// (counting from 0) draws [`crate::dropout::Dropout`] `{ p, seed: dropout_seed, step: k }`
+    /// on either device, so a run's masks follow from this seed and a resumed run continues
+    /// them. 0 from [`TrainState::new`].
+    pub dropout_seed: u64,
 }
 
 impl TrainState {
@@ -400,7 +406,20 @@ impl TrainState {
             m1: vec![0.0; n],
             m2: vec![0.0; n],
             step: 0,
+            dropout_seed: 0,
         }
+    }
+
+    /// This state with the dropout masks drawn from `seed` (see [`TrainState::dropout_seed`]).
+    pub fn dropout_seed(mut self, seed: u64) -> Self {
+        self.dropout_seed = seed;
+        self
+    }
+
+    /// The masks of the next training step: `None` when the model has no dropout.
+    pub(crate) fn next_dropout(&self) -> Option<crate::dropout::Dropout> {
+        let p = self.model.config().dropout;
+        crate::dropout::Dropout::in_training(p, self.dropout_seed, self.step)
     }
 }
 
@@ -426,7 +445,9 @@ impl CpuTrainer {
             h: h0.as_ref().map(|s| &s.0),
             c: h0.as_ref().and_then(|s| s.1.as_ref()),
         };
-        let (out, ys) = cpu::forward_trace_input(&model.rnn, input, state)?;
+        // Training mode: dropout between the layers, masks of this step.
+        let dropout = self.state.next_dropout();
+        let (out, ys) = cpu::forward_trace_train(&model.rnn, input, state, dropout)?;
         let (d_y, g_w, g_b) = if model.task == Task::MeanSquare {
             // No head: ∂L/∂y = 2y/N straight into the stack's backward pass.
             let mut d_y = out.output.clone();
