@@ -45,6 +45,11 @@ pub struct Hyper {
     /// Stacked layers.
     #[arg(long, default_value_t = 1)]
     pub layers: usize,
+    /// PyTorch's dropout between layers: in training, each output of every layer but the last
+    /// is zeroed with this probability (the rest scaled by 1/(1-p)); in [0, 1), no effect with
+    /// one layer, never applied in evaluation or sampling. Masks follow from --seed.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
     /// Bidirectional layers (only for regression: a language model must not see the future).
     #[arg(long)]
     pub bidirectional: bool,
@@ -314,10 +319,11 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
             let v = corpus.vocab.len();
             let config = RnnConfig::new(hyper.cell, v, hyper.hidden.unwrap_or(256))
                 .proj_size(hyper.proj_size)
-                .layers(hyper.layers);
+                .layers(hyper.layers)
+                .dropout(hyper.dropout);
             let model = SeqModel::new(config, Task::Tokens { vocab: v }, hyper.seed)?;
             (
-                TrainState::new(model),
+                TrainState::new(model).dropout_seed(hyper.seed),
                 hyper.train_config(2e-3),
                 ChaCha8Rng::seed_from_u64(hyper.seed),
             )
@@ -329,7 +335,7 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
     let c = state.model.config();
     println!(
         "character model on {source}: {} train / {} validation characters, vocabulary {}\n\
-         model: {} H={}{} L={} ({} parameters), {} lr {} clip {:?}, B={batch} T={seq}{}, {} steps on {}",
+         model: {} H={}{} L={} dropout {} ({} parameters), {} lr {} clip {:?}, B={batch} T={seq}{}, {} steps on {}",
         corpus.train.len(),
         corpus.valid.len(),
         corpus.vocab.len(),
@@ -337,6 +343,7 @@ pub fn charlm(hyper: &Hyper, text: Option<&Path>, tbptt: bool, device: &Device) 
         c.hidden_size,
         proj_note(c),
         c.num_layers,
+        c.dropout,
         state.model.num_params(),
         cfg.optimizer.name(),
         cfg.optimizer.lr(),
@@ -448,10 +455,11 @@ pub fn predict(
             let config = RnnConfig::new(hyper.cell, 1, hyper.hidden.unwrap_or(32))
                 .proj_size(hyper.proj_size)
                 .layers(hyper.layers)
-                .bidirectional(hyper.bidirectional);
+                .bidirectional(hyper.bidirectional)
+                .dropout(hyper.dropout);
             let model = SeqModel::new(config, Task::Regression { outputs: 1 }, hyper.seed)?;
             (
-                TrainState::new(model),
+                TrainState::new(model).dropout_seed(hyper.seed),
                 hyper.train_config(5e-3),
                 ChaCha8Rng::seed_from_u64(hyper.seed),
             )
@@ -463,12 +471,14 @@ pub fn predict(
         );
     }
     println!(
-        "forecasting {source}: {} train / {} validation values; {} H={}{} on {}",
+        "forecasting {source}: {} train / {} validation values; {} H={}{} L={} dropout {} on {}",
         s.train.len(),
         s.valid.len(),
         state.model.config().cell,
         state.model.config().hidden_size,
         proj_note(state.model.config()),
+        state.model.config().num_layers,
+        state.model.config().dropout,
         device.describe()
     );
     let mut trainer = Trainer::new(state, cfg, device)?;
@@ -565,6 +575,7 @@ pub fn demo(device: &Device, seconds: f64) -> Result<()> {
     let hyper = Hyper {
         hidden: Some(h),
         layers: 1,
+        dropout: 0.0,
         bidirectional: false,
         cell: Cell::RnnTanh,
         proj_size: 0,
