@@ -382,31 +382,40 @@ impl Problem {
 /// The CPU backward pass through a fixed mask (the same seed and step in every evaluation)
 /// against central finite differences in f64, for every parameter, the input and `h0`
 /// (`c0`): two- and three-layer stacks of every cell, bidirectional, one with variable
-/// lengths. Proves the backward of the mask (`∂y_l = ∂x_{l+1}·mask/(1-p)`) and the use of
+/// lengths, and a projected LSTM (`proj_size`: the mask is on the `[T, B, D·P]` output). Proves the backward of the mask (`∂y_l = ∂x_{l+1}·mask/(1-p)`) and the use of
 /// the masked input in `∂W_ih` of the layer above.
 #[test]
 fn cpu_gradients_through_a_fixed_mask_match_finite_differences() {
-    for (k, cell) in Cell::ALL.into_iter().enumerate() {
+    let mut cases = Vec::new();
+    for cell in Cell::ALL {
         for (layers, bidir, lengths) in [(2, false, None), (3, true, Some(vec![4, 2, 3]))] {
+            cases.push((cell, layers, bidir, lengths, 0));
+        }
+    }
+    cases.push((Cell::Lstm, 2, true, Some(vec![3, 4, 1]), 3));
+    for (k, (cell, layers, bidir, lengths, proj)) in cases.into_iter().enumerate() {
+        {
             let seed = 100 + 10 * k as u64 + layers as u64;
             let cfg = RnnConfig::new(cell, 3, 4)
                 .layers(layers)
-                .bidirectional(bidir);
+                .bidirectional(bidir)
+                .proj_size(proj);
             let (t, b) = (4, 3);
             let ld = cfg.num_layers * cfg.directions();
+            let r = cfg.real_hidden_size();
             let gated = cell == Cell::Lstm;
             let mut p = Problem {
                 params: RnnParams::random(cfg, seed),
                 x: common::random(&[t, b, 3], 1.0, seed + 1),
-                h0: common::random(&[ld, b, 4], 0.5, seed + 2),
+                h0: common::random(&[ld, b, r], 0.5, seed + 2),
                 c0: gated.then(|| common::random(&[ld, b, 4], 0.5, seed + 3)),
                 g: common::random(&[t, b, cfg.output_size()], 1.0, seed + 4),
-                g_h: common::random(&[ld, b, 4], 1.0, seed + 5),
+                g_h: common::random(&[ld, b, r], 1.0, seed + 5),
                 g_c: gated.then(|| common::random(&[ld, b, 4], 1.0, seed + 6)),
                 lengths,
                 dropout: Dropout::new(0.5, seed, 3).unwrap(),
             };
-            let what = format!("{cell}, {layers} layers, bidirectional {bidir}");
+            let what = format!("{cell}, {layers} layers, bidirectional {bidir}, proj {proj}");
             let (out, trace) = cpu::forward_trace_with_dropout(
                 &p.params,
                 &p.x,
@@ -518,6 +527,21 @@ fn cpu_gradients_through_a_fixed_mask_match_finite_differences() {
                     grads.params.layers()[idx].b_hh.as_ref().unwrap().data(),
                     &num,
                 );
+                let n_hr = p.params.layers()[idx].w_hr.as_ref().map_or(0, |t| t.len());
+                if n_hr > 0 {
+                    let num: Vec<f64> = (0..n_hr)
+                        .map(|j| {
+                            numeric(&mut p, &|p| {
+                                &mut p.params.layers_mut()[idx].w_hr.as_mut().unwrap().data_mut()[j]
+                            })
+                        })
+                        .collect();
+                    check(
+                        &format!("weight_hr {idx}"),
+                        grads.params.layers()[idx].w_hr.as_ref().unwrap().data(),
+                        &num,
+                    );
+                }
             }
             let num: Vec<f64> = (0..p.x.len())
                 .map(|j| numeric(&mut p, &|p| &mut p.x.data_mut()[j]))
@@ -528,7 +552,7 @@ fn cpu_gradients_through_a_fixed_mask_match_finite_differences() {
                 .collect();
             check("h0", grads.h0.data(), &num);
             if gated {
-                let num: Vec<f64> = (0..p.h0.len())
+                let num: Vec<f64> = (0..p.c0.as_ref().unwrap().len())
                     .map(|j| numeric(&mut p, &|p| &mut p.c0.as_mut().unwrap().data_mut()[j]))
                     .collect();
                 check("c0", grads.c0.as_ref().unwrap().data(), &num);
