@@ -116,7 +116,8 @@ fn value_batch(t: usize, b: usize, i: usize, o: usize, seed: u64) -> Batch {
     }
 }
 
-/// Every cell, two or three layers, one and two directions, tokens and values; with `p`.
+/// Every cell, two or three layers, one and two directions, tokens and values, and a projected
+/// LSTM; with `p`.
 fn models(p: f32) -> Vec<(SeqModel, Batch, String)> {
     let mut out = Vec::new();
     for (k, cell) in Cell::ALL.into_iter().enumerate() {
@@ -137,6 +138,17 @@ fn models(p: f32) -> Vec<(SeqModel, Batch, String)> {
             format!("{cell}, regression, 3 layers, bidirectional"),
         ));
     }
+    // A projected LSTM: the masks are on the [T, B, D·P] outputs.
+    let proj = RnnConfig::new(Cell::Lstm, 3, 13)
+        .proj_size(5)
+        .layers(2)
+        .bidirectional(true)
+        .dropout(p);
+    out.push((
+        SeqModel::new(proj, Task::Regression { outputs: 2 }, 50).unwrap(),
+        value_batch(6, 3, 3, 2, 51),
+        "lstm, proj_size 5, regression, 2 layers, bidirectional".to_string(),
+    ));
     out
 }
 
