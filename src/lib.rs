@@ -87,6 +87,7 @@ pub mod io;
 pub mod model;
 pub mod params;
 pub mod state;
+pub mod stream;
 pub mod suite;
 pub mod tensor;
 pub mod train;
@@ -97,6 +98,7 @@ pub use io::{IntTensor, TensorFile};
 pub use model::{Device, Rnn};
 pub use params::{LayerParams, RnnParams};
 pub use state::{ForwardOutput, Gradients, State};
+pub use stream::Stream;
 pub use tensor::{Float, Tensor};
 
 // The README's Rust examples compile and run as doctests.

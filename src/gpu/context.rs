@@ -122,7 +122,8 @@ type PipelineCache = HashMap<Kernel, Arc<(wgpu::ComputePipeline, wgpu::BindGroup
 /// An open GPU device: the adapter, device, queue, granted limits and a pipeline cache.
 /// Share it between models with `Arc`.
 pub struct GpuContext {
-    adapter: wgpu::Adapter,
+    /// The adapter, when this context opened the device (not for [`GpuContext::from_device`]).
+    adapter: Option<wgpu::Adapter>,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -130,6 +131,9 @@ pub struct GpuContext {
     pipelines: Mutex<PipelineCache>,
     uncaptured: Arc<Mutex<Option<String>>>,
     fill: usize,
+    /// Buffers and bind groups created through this context (see
+    /// [`GpuContext::resources_created`]).
+    created: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -210,6 +214,47 @@ impl GpuContext {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }));
+        Self::assemble(Some(adapter), device, queue, info, limits, uncaptured)
+    }
+
+    /// A context on an application's own device and queue (GPU-resident I/O: the models then
+    /// read from and write to the application's buffers, see [`GpuRnn::forward_buffers`]).
+    /// The device's granted limits are checked against what the kernels need; the device's
+    /// uncaptured-error handler stays the application's (this context installs none), so a
+    /// device error reaches it rather than an [`Error::Gpu`].
+    ///
+    /// # Errors
+    /// [`Error::Limit`] naming the first limit the device was created with that is below
+    /// the kernels' need (e.g. `max_storage_buffers_per_shader_stage`: 8, where WebGPU's
+    /// default is 8 and `downlevel_defaults` 4); request it when creating the device
+    /// ([`GpuContext::required_limits`] gives them all).
+    ///
+    /// [`GpuRnn::forward_buffers`]: crate::gpu::GpuRnn::forward_buffers
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Arc<Self>> {
+        let granted = device.limits();
+        required_limits(&granted)?;
+        let info = device.adapter_info();
+        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        Self::assemble(None, device, queue, info, granted, uncaptured)
+    }
+
+    /// The limits the kernels need from a device on an adapter with `adapter` limits: pass
+    /// them as `required_limits` when creating a device for [`GpuContext::from_device`].
+    ///
+    /// # Errors
+    /// [`Error::Limit`] naming the first limit the adapter cannot grant.
+    pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits> {
+        required_limits(adapter)
+    }
+
+    fn assemble(
+        adapter: Option<wgpu::Adapter>,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+        uncaptured: Arc<Mutex<Option<String>>>,
+    ) -> Result<Arc<Self>> {
         // A software adapter (lavapipe, llvmpipe) runs workgroups on the host's few cores, and
         // every split costs it a pass over memory: 4 (measured on lavapipe with 2 cores; a
         // constant, not the core count, so that results do not change with a CPU quota). A
@@ -240,7 +285,20 @@ impl GpuContext {
             limits,
             pipelines: Mutex::new(HashMap::new()),
             uncaptured,
+            created: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Buffers and bind groups created through this context so far, by every model and
+    /// stream on it: a pass that allocates nothing leaves it unchanged.
+    pub fn resources_created(&self) -> u64 {
+        self.created.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one buffer or bind group creation.
+    pub(crate) fn count_creation(&self) {
+        self.created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The workgroups a dispatch should have to keep this adapter busy: 4 on a software
@@ -262,14 +320,21 @@ impl GpuContext {
         &self.limits
     }
 
-    /// The adapter's own (maximum) limits.
+    /// The adapter's own (maximum) limits; for a context on an application's device
+    /// ([`GpuContext::from_device`]), the device's.
     pub fn adapter_limits(&self) -> wgpu::Limits {
-        self.adapter.limits()
+        match &self.adapter {
+            Some(a) => a.limits(),
+            None => self.device.limits(),
+        }
     }
 
-    /// The adapter's features.
+    /// The adapter's features; for a context on an application's device, the device's.
     pub fn adapter_features(&self) -> wgpu::Features {
-        self.adapter.features()
+        match &self.adapter {
+            Some(a) => a.features(),
+            None => self.device.features(),
+        }
     }
 
     /// A one-line description: `name (backend, device type)`.

@@ -9,6 +9,7 @@ mod cost;
 pub mod kernels;
 mod ops;
 mod rnn;
+mod stream;
 
 pub(crate) use buffer::{Buffer, read};
 pub use context::{AdapterOptions, GpuContext, list_adapters};
@@ -17,3 +18,4 @@ pub(crate) use ops::{Encoder, Op, Recorder, linear_groups, profile};
 pub use ops::{GemmPlan, GemmSpec, KernelTime, dropout, gemm};
 pub use rnn::GpuRnn;
 pub(crate) use rnn::StackStep;
+pub use stream::GpuStream;

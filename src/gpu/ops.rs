@@ -40,6 +40,7 @@ impl Op {
                 resource: r.clone(),
             })
             .collect();
+        ctx.count_creation();
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(&format!("{kernel:?}")),
             layout: &pipeline.1,
@@ -206,6 +207,7 @@ pub(crate) fn storage(
 ) -> Result<wgpu::Buffer> {
     let bytes = (len.max(1) * 4) as u64;
     ctx.check_buffer(label, bytes)?;
+    ctx.count_creation();
     Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes,
@@ -223,6 +225,7 @@ pub(crate) fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu
     } else {
         bytemuck::cast_slice(data)
     };
+    ctx.count_creation();
     Ok(ctx
         .device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -236,6 +239,7 @@ pub(crate) fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> Result<wgpu
 
 /// A uniform buffer holding `bytes`.
 pub(crate) fn uniform(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    ctx.count_creation();
     ctx.device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
@@ -246,6 +250,7 @@ pub(crate) fn uniform(ctx: &GpuContext, label: &str, bytes: &[u8]) -> wgpu::Buff
 
 /// A host-readable staging buffer of `len` f32 elements.
 pub(crate) fn staging(ctx: &GpuContext, label: &str, len: usize) -> wgpu::Buffer {
+    ctx.count_creation();
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (len.max(1) * 4) as u64,

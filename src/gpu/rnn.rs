@@ -30,18 +30,18 @@ struct Derived {
 }
 
 /// Buffers and recorded ops for one `(T, B)`; rebuilt only when the shape changes.
-struct Workspace {
-    t: usize,
-    b: usize,
+pub(super) struct Workspace {
+    pub(super) t: usize,
+    pub(super) b: usize,
     /// `[T, B, I]` floats, or `[T, B]` token ids (u32) for token input.
-    input: wgpu::Buffer,
+    pub(super) input: wgpu::Buffer,
     /// The initial state: `h0` `[L·D, B, H]`, then `c0` for cells with a cell state, then
     /// every batch row's sequence length (u32 bits; `T` unless a forward pass gave lengths).
-    states0: wgpu::Buffer,
+    pub(super) states0: wgpu::Buffer,
     /// Bytes of the states in `states0` (and all of `states_n`).
-    states_bytes: u64,
+    pub(super) states_bytes: u64,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
-    ys: Vec<wgpu::Buffer>,
+    pub(super) ys: Vec<wgpu::Buffer>,
     /// With dropout (a training stack only): layer `l`'s output after its mask, the input of
     /// layer `l + 1`, `[T, B, D·R]` (`R` = `P` with a projection; `L - 1` of them; none
     /// without dropout).
@@ -49,10 +49,10 @@ struct Workspace {
     /// Every layer's saved activations `[T, B, D, S·H]` (the dummy for `S = 0`).
     saved: Vec<wgpu::Buffer>,
     /// The final state: `h_n`, then `c_n`, as `states0`.
-    states_n: wgpu::Buffer,
-    forward_ops: Vec<Op>,
+    pub(super) states_n: wgpu::Buffer,
+    pub(super) forward_ops: Vec<Op>,
     /// Host-readable copies of the output and the final state, for `forward`'s readback.
-    out_staging: wgpu::Buffer,
+    pub(super) out_staging: wgpu::Buffer,
     hn_staging: wgpu::Buffer,
     /// One [`StepParams`] slot per step, shared by all layers and both passes.
     step_uniform: wgpu::Buffer,
@@ -203,8 +203,8 @@ impl<'a> StackStep<'a> {
 /// # Ok::<(), wgpu_rnn::Error>(())
 /// ```
 pub struct GpuRnn {
-    ctx: Arc<GpuContext>,
-    config: RnnConfig,
+    pub(super) ctx: Arc<GpuContext>,
+    pub(super) config: RnnConfig,
     cell: &'static dyn CellSpec,
     tune: StepTunables,
     token_input: bool,
@@ -361,7 +361,7 @@ impl GpuRnn {
         &self.ctx
     }
 
-    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+    pub(super) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
         self.ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
@@ -455,7 +455,7 @@ impl GpuRnn {
         Ok(())
     }
 
-    fn build_workspace(&self, t_len: usize, b: usize) -> Result<Workspace> {
+    pub(super) fn build_workspace(&self, t_len: usize, b: usize) -> Result<Workspace> {
         let ctx = &*self.ctx;
         let cfg = &self.config;
         let (d_n, h) = (cfg.directions(), cfg.hidden_size);
@@ -648,14 +648,14 @@ impl GpuRnn {
     }
 
     /// Floats of the `h` part of a state buffer for batch `b`: `L·D·B·R`.
-    fn h_part_len(&self, b: usize) -> usize {
+    pub(super) fn h_part_len(&self, b: usize) -> usize {
         let cfg = &self.config;
         cfg.num_layers * cfg.directions() * b * cfg.real_hidden_size()
     }
 
     /// Floats of a state buffer for batch `b`: `h` `[L·D, B, R]`, then `c` `[L·D, B, H]` for
     /// cells with a cell state.
-    fn states_len(&self, b: usize) -> usize {
+    pub(super) fn states_len(&self, b: usize) -> usize {
         let cfg = &self.config;
         let c = self.cell.has_cell_state() as usize;
         self.h_part_len(b) + c * cfg.num_layers * cfg.directions() * b * cfg.hidden_size
@@ -1081,6 +1081,66 @@ impl GpuRnn {
         let output = Tensor::new(vec![t_len, b, dr], res.pop().expect("two reads"))?;
         self.has_forward = true;
         Ok(ForwardOutput { output, h_n, c_n })
+    }
+
+    /// GPU-resident [`GpuRnn::forward`] from zero initial states: the input `[T, B, I]`
+    /// (f32) is read from the application's `input` buffer (which needs `COPY_SRC`) and the
+    /// output `[T, B, D·R]` written to its `output` buffer (`COPY_DST`), both from byte 0,
+    /// with no host round trip. With `encoder`, everything is recorded into it, after what the
+    /// application recorded before (e.g. the compute pass that writes `input`), and the
+    /// application submits it; without one it is submitted here (not waited for). The
+    /// context must be the application's ([`GpuContext::from_device`]) for its buffers to be
+    /// usable. [`GpuRnn::backward`] does not follow it (call [`GpuRnn::forward`] for that).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `input` or `output` when a buffer is too small or lacks its
+    /// usage, or for a token model; [`Error::Limit`] as [`GpuRnn::forward`].
+    pub fn forward_buffers(
+        &mut self,
+        encoder: Option<&mut wgpu::CommandEncoder>,
+        input: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+        steps: usize,
+        batch: usize,
+    ) -> Result<()> {
+        self.has_forward = false;
+        if self.token_input {
+            return Err(Error::config(
+                "forward_buffers: this model takes token ids, not a float tensor",
+            ));
+        }
+        if steps == 0 || batch == 0 {
+            return Err(Error::config(format!(
+                "forward_buffers: expected steps >= 1 and batch >= 1, found {steps} and {batch}"
+            )));
+        }
+        let cfg = self.config;
+        let x_len = steps * batch * cfg.input_size;
+        let y_len = steps * batch * cfg.output_size();
+        let (src, dst) = (wgpu::BufferUsages::COPY_SRC, wgpu::BufferUsages::COPY_DST);
+        super::stream::check_app_buffer("input", input, x_len, src)?;
+        super::stream::check_app_buffer("output", output, y_len, dst)?;
+        self.ensure_workspace(steps, batch)?;
+        let ws = self.workspace.as_ref().expect("built above");
+        // Every row runs all T steps (a forward_lengths may have left other lengths).
+        self.ctx.queue.write_buffer(
+            &ws.states0,
+            ws.states_bytes,
+            bytemuck::cast_slice(&vec![steps as u32; batch]),
+        );
+        let mut own = None;
+        let encoder = match encoder {
+            Some(e) => e,
+            None => own.insert(self.encoder("forward (buffers)")),
+        };
+        encoder.copy_buffer_to_buffer(input, 0, &ws.input, 0, Some((x_len * 4) as u64));
+        ws.record_forward(encoder, true);
+        let y = ws.ys.last().expect("num_layers >= 1");
+        encoder.copy_buffer_to_buffer(y, 0, output, 0, Some((y_len * 4) as u64));
+        if let Some(e) = own {
+            self.ctx.queue.submit([e.finish()]);
+        }
+        Ok(())
     }
 
     /// A state buffer's contents as `(h, c)`: `h` `[L·D, B, R]`, `c` `[L·D, B, H]` for cells
