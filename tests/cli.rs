@@ -235,6 +235,16 @@ fn train_sample_and_predict_run_end_to_end() {
     );
     let again = cli(&sample);
     assert_eq!(again.stdout, r.stdout, "the same seed gives the same text");
+    // Streamed one character at a time on either device, the same text.
+    for device in ["cpu", "gpu"] {
+        let on = cli(&[&sample[..], &["--device", device]].concat());
+        assert!(
+            on.status.success(),
+            "{}",
+            String::from_utf8_lossy(&on.stderr)
+        );
+        assert_eq!(on.stdout, r.stdout, "sample --device {device}");
+    }
     // The training checkpoint (stack under `rnn.`, a head, optimizer state) runs through
     // `forward` as a model file, without --prefix: a [T, B, V] input of the 16 hidden units.
     let case = dir.join("ckpt-case.safetensors");
@@ -294,6 +304,8 @@ fn train_sample_and_predict_run_end_to_end() {
             device,
             "--out",
             so.to_str().unwrap(),
+            "--forecast",
+            "3",
         ];
         args.extend(extra);
         let r = cli(&args);
@@ -304,6 +316,14 @@ fn train_sample_and_predict_run_end_to_end() {
             String::from_utf8_lossy(&r.stderr)
         );
         assert!(stdout.contains("naive last value"), "{stdout}");
+        assert!(
+            stdout.contains("t+3:") && !stdout.contains("t+4:"),
+            "{stdout}"
+        );
+        assert!(
+            so.join("forecast.svg").exists(),
+            "{device}: no forecast plot"
+        );
     }
     let r = cli(&[
         "predict",

@@ -6,6 +6,7 @@ mod common;
 
 use wgpu::util::DeviceExt;
 use wgpu_rnn::gpu::{AdapterOptions, GpuContext, GpuRnn, GpuStream};
+use wgpu_rnn::train::{SeqModel, Task, series};
 use wgpu_rnn::{Cell, Device, Error, Rnn, RnnConfig, RnnParams, State, Stream, Tensor};
 
 fn devices() -> [Device; 2] {
@@ -375,4 +376,42 @@ fn an_app_device_lacking_a_limit_is_an_error_naming_it() {
     let err = GpuContext::from_device(device, queue).unwrap_err();
     assert!(matches!(err, Error::Limit { .. }), "{err:?}");
     common::assert_msg(&err, &["max_storage_buffers_per_shader_stage"]);
+}
+
+/// `forecast` rolls a regression model past its history: the first value is the one-step
+/// prediction after the history, the next ones the predictions with each fed back.
+#[test]
+fn the_forecast_starts_with_the_one_step_prediction() {
+    let hist: Vec<f32> = (0..40).map(|k| (0.3 * k as f32).sin()).collect();
+    for device in devices() {
+        for cfg in [
+            RnnConfig::new(Cell::Lstm, 1, 8),
+            RnnConfig::new(Cell::Gru, 1, 8).layers(2),
+            RnnConfig::new(Cell::Lstm, 1, 8).proj_size(3),
+        ] {
+            let model = SeqModel::new(cfg, Task::Regression { outputs: 1 }, 3).unwrap();
+            let preds = series::forecast(&model, &hist, 3, &device).unwrap();
+            let mut rnn = Rnn::new(model.rnn.clone(), &device).unwrap();
+            let mut fed = hist.clone();
+            for (k, &p) in preds.iter().enumerate() {
+                let x = Tensor::new(vec![fed.len(), 1, 1], fed.clone()).unwrap();
+                let z = model.head(&rnn.forward(&x, None).unwrap().output);
+                let want = *z.last().unwrap();
+                assert!(
+                    (p - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{} on {}: step {k}: forecast {p}, forward {want}",
+                    cfg.cell,
+                    device.describe()
+                );
+                fed.push(p);
+            }
+        }
+    }
+    let tokens = SeqModel::new(
+        RnnConfig::new(Cell::Gru, 5, 4),
+        Task::Tokens { vocab: 5 },
+        1,
+    );
+    let err = series::forecast(&tokens.unwrap(), &hist, 2, &Device::Cpu).unwrap_err();
+    common::assert_msg(&err, &["forecast", "one input and one output"]);
 }

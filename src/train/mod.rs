@@ -257,8 +257,10 @@ impl SeqModel {
         Ok((loss, out.h_n, out.c_n))
     }
 
-    /// `z = y·Wᵀ + b` for `y` `[T, B, D·H]`, as `[T·B, O]`.
-    pub(crate) fn head(&self, y: &Tensor) -> Vec<f32> {
+    /// The head's output `z = y·Wᵀ + b` for the stack's output `y` `[T, B, D·H]` (`D·P` with a
+    /// projection), as `[T·B, O]` row-major: the logits of a token model, the predictions of
+    /// a regression.
+    pub fn head(&self, y: &Tensor) -> Vec<f32> {
         let o = self.task.outputs();
         let dh = self.config().output_size();
         let rows = y.len() / dh;
@@ -657,15 +659,34 @@ impl Trainer {
     }
 }
 
-/// Generates `len` tokens from a token model on the CPU: the model reads `prime` (at least one
-/// token), then repeatedly samples the next token from `softmax(z / temperature)` and feeds it
-/// back. `temperature → 0` approaches the most likely token.
+/// Generates `len` tokens from a token model on the CPU (see [`sample_on`]).
+///
+/// # Errors
+/// As [`sample_on`].
+pub fn sample(
+    model: &SeqModel,
+    prime: &[u32],
+    len: usize,
+    temperature: f32,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Vec<u32>> {
+    sample_on(model, &Device::Cpu, prime, len, temperature, rng)
+}
+
+/// Generates `len` tokens from a token model, streaming one token at a time through a
+/// [`crate::Stream`] on `device` (the state stays on the device between tokens): the model
+/// reads `prime` (at least one token) in one chunk, then repeatedly samples the next token
+/// from `softmax(z / temperature)` of the head and feeds it back. `temperature → 0`
+/// approaches the most likely token. Tokens enter as one-hot vectors, which give the same
+/// input projection as the training path's gather of `weight_ih_l0`'s columns.
 ///
 /// # Errors
 /// [`Error::Config`] for a regression model, an empty prime, a token outside the vocabulary,
-/// or a temperature that is not a positive finite number (each with its own message).
-pub fn sample(
+/// a temperature that is not a positive finite number (each with its own message), or a
+/// bidirectional model; on the GPU as [`crate::Stream::new`].
+pub fn sample_on(
     model: &SeqModel,
+    device: &Device,
     prime: &[u32],
     len: usize,
     temperature: f32,
@@ -693,22 +714,20 @@ pub fn sample(
             "sample: token {bad} is outside the vocabulary of {vocab}"
         )));
     }
-    let (out, _) = cpu::forward_trace_input(
-        &model.rnn,
-        Input::Tokens {
-            ids: prime,
-            t: prime.len(),
-            b: 1,
-        },
-        State::default(),
-    )?;
+    let one_hot = |ids: &[u32]| {
+        let mut x = Tensor::zeros(&[ids.len(), 1, vocab]);
+        for (row, &id) in x.data_mut().chunks_exact_mut(vocab).zip(ids) {
+            row[id as usize] = 1.0;
+        }
+        x
+    };
+    let mut stream = crate::Stream::new(model.rnn.clone(), device, 1)?;
+    let out = stream.feed(&one_hot(prime))?;
     let dh = model.config().output_size();
     let mut last = Tensor::new(
         vec![1, 1, dh],
-        out.output.data()[(prime.len() - 1) * dh..].to_vec(),
+        out.data()[(prime.len() - 1) * dh..].to_vec(),
     )?;
-    // The state carries h and, for LSTM, c from one character to the next.
-    let (mut h, mut c) = (out.h_n, out.c_n);
     let mut tokens = Vec::with_capacity(len);
     for _ in 0..len {
         let z = model.head(&last);
@@ -728,21 +747,7 @@ pub fn sample(
             u -= pi;
         }
         tokens.push(next as u32);
-        let ids = [next as u32];
-        let (o, _) = cpu::forward_trace_input(
-            &model.rnn,
-            Input::Tokens {
-                ids: &ids,
-                t: 1,
-                b: 1,
-            },
-            State {
-                h: Some(&h),
-                c: c.as_ref(),
-            },
-        )?;
-        last = o.output;
-        (h, c) = (o.h_n, o.c_n);
+        last = stream.feed(&one_hot(&[next as u32]))?;
     }
     Ok(tokens)
 }

@@ -266,6 +266,48 @@ pub fn forecast_rmse(model: &SeqModel, xs: &[f32], warmup: usize) -> Result<(f64
     Ok(((m / k).sqrt(), (n / k).sqrt()))
 }
 
+/// Rolls a regression model (one input, one output per step, predicting the next value)
+/// forward past `history`: it reads `history` in one chunk through a [`crate::Stream`] on
+/// `device`, predicts the next value, then feeds each prediction back as the next input,
+/// `n` predictions in all, in the units of `history`. The first is the model's one-step
+/// prediction after the last value of `history`.
+///
+/// # Errors
+/// [`Error::Config`] for a model that is not a one-input, one-output regression, an empty
+/// history, or a bidirectional model; as [`crate::Stream::new`] and [`crate::Stream::feed`].
+pub fn forecast(
+    model: &SeqModel,
+    history: &[f32],
+    n: usize,
+    device: &crate::Device,
+) -> Result<Vec<f32>> {
+    if model.task.outputs() != 1 || model.config().input_size != 1 {
+        return Err(Error::config(format!(
+            "forecast: expected a model of one input and one output per step, found {} and {}",
+            model.config().input_size,
+            model.task.outputs()
+        )));
+    }
+    if history.is_empty() {
+        return Err(Error::config(
+            "forecast: the history is empty; the model needs at least one value to read",
+        ));
+    }
+    let mut stream = crate::Stream::new(model.rnn.clone(), device, 1)?;
+    let out = stream.feed(&Tensor::new(vec![history.len(), 1, 1], history.to_vec())?)?;
+    let dh = model.config().output_size();
+    let mut last = Tensor::new(vec![1, 1, dh], out.data()[out.len() - dh..].to_vec())?;
+    let mut preds = Vec::with_capacity(n);
+    for k in 0..n {
+        let p = model.head(&last)[0];
+        preds.push(p);
+        if k + 1 < n {
+            last = stream.feed(&Tensor::new(vec![1, 1, 1], vec![p])?)?;
+        }
+    }
+    Ok(preds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

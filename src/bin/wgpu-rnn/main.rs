@@ -129,6 +129,10 @@ enum Command {
         /// Text the model reads before generating.
         #[arg(long, default_value = "\n")]
         prime: String,
+        /// Device to generate on: one character at a time through a stream, its state kept
+        /// on the device.
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: DeviceKind,
     },
     /// Train one-step-ahead forecasting of a time series and compare with the naive forecast.
     Predict {
@@ -142,6 +146,10 @@ enum Command {
         /// (also `tab`) for tab-separated files.
         #[arg(long, default_value = ",", value_parser = delimiter_arg, requires = "csv")]
         delimiter: u8,
+        /// After training, roll the model forward this many steps past the end of the data,
+        /// feeding back its own predictions; print them and plot them (forecast.svg).
+        #[arg(long, default_value_t = 0)]
+        forecast: usize,
         #[command(flatten)]
         hyper: train::Hyper,
     },
@@ -296,11 +304,13 @@ fn run(cli: Cli) -> Result<()> {
             temperature,
             seed,
             prime,
+            device,
         }) => {
             let prime = prime.replace("\\n", "\n");
+            let device = open_device(device, &cli.adapter)?;
             println!(
                 "{}",
-                train::sample(&checkpoint, len, temperature, seed, &prime)?
+                train::sample(&checkpoint, len, temperature, seed, &prime, &device)?
             );
             Ok(())
         }
@@ -308,10 +318,18 @@ fn run(cli: Cli) -> Result<()> {
             csv,
             column,
             delimiter,
+            forecast,
             hyper,
         }) => {
             let device = open_device(hyper.device, &cli.adapter)?;
-            train::predict(&hyper, csv.as_deref(), &column, delimiter, &device)
+            train::predict(
+                &hyper,
+                csv.as_deref(),
+                &column,
+                delimiter,
+                forecast,
+                &device,
+            )
         }
         Some(Command::Bench {
             repeats,

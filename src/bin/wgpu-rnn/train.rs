@@ -408,6 +408,7 @@ pub fn sample(
     temperature: f32,
     seed: u64,
     prime: &str,
+    device: &Device,
 ) -> Result<String> {
     let c = Checkpoint::load(checkpoint)?;
     let vocab = CharVocab::from_string(c.meta.get("vocab").ok_or_else(|| {
@@ -418,7 +419,8 @@ pub fn sample(
     })?);
     let prime_ids = vocab.encode(prime)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let ids = wgpu_rnn::train::sample(&c.state.model, &prime_ids, len, temperature, &mut rng)?;
+    let model = &c.state.model;
+    let ids = wgpu_rnn::train::sample_on(model, device, &prime_ids, len, temperature, &mut rng)?;
     Ok(format!("{prime}{}", vocab.decode(&ids)))
 }
 
@@ -428,6 +430,7 @@ pub fn predict(
     csv: Option<&Path>,
     column: &str,
     delimiter: u8,
+    forecast: usize,
     device: &Device,
 ) -> Result<()> {
     let (values, source) = match csv {
@@ -504,6 +507,30 @@ pub fn predict(
         naive_rmse * s.std as f64,
         model_rmse / naive_rmse
     );
+    let history: Vec<f32> = s.train.iter().chain(&s.valid).copied().collect();
+    let forecast = match forecast {
+        0 => None,
+        n => {
+            let units = |v: f32| v * s.std + s.mean;
+            let preds: Vec<f32> = series::forecast(&state.model, &history, n, device)?
+                .into_iter()
+                .map(units)
+                .collect();
+            println!(
+                "forecast of the {n} steps past the data (each fed back as the next input), on \
+                 {}:",
+                device.describe()
+            );
+            for (k, p) in preds.iter().enumerate() {
+                println!("  t+{}: {p:.4}", k + 1);
+            }
+            let tail: Vec<f32> = history[history.len().saturating_sub(4 * n.max(50))..]
+                .iter()
+                .map(|&v| units(v))
+                .collect();
+            Some((tail, preds))
+        }
+    };
     let mut meta = BTreeMap::new();
     meta.insert("series.mean".to_string(), s.mean.to_string());
     meta.insert("series.std".to_string(), s.std.to_string());
@@ -519,7 +546,77 @@ pub fn predict(
         &ckpt,
         &log,
         "one-step forecast: MSE (normalised units)",
-    )
+    )?;
+    if let Some((tail, preds)) = forecast {
+        let dir = hyper
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs/series"));
+        let path = dir.join("forecast.svg");
+        plot_forecast(&path, &tail, &preds)?;
+        println!("forecast plot: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Draws the end of the data and the forecast after it as an SVG line chart.
+fn plot_forecast(path: &Path, data: &[f32], forecast: &[f32]) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let all = data.iter().chain(forecast).map(|&v| v as f64);
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let pad = ((hi - lo) * 0.05).max(1e-6);
+    let n = data.len();
+    let x_max = (n + forecast.len()) as f64;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("forecast past the data", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0.0..x_max, (lo - pad)..(hi + pad))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step (the last values of the data, then the forecast)")
+        .y_desc("value")
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(LineSeries::new(
+            data.iter().enumerate().map(|(i, &v)| (i as f64, v as f64)),
+            &BLUE,
+        ))
+        .map_err(|e| err(&e))?
+        .label("data")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+    // The forecast starts from the last data point.
+    let start = data.last().map(|&v| ((n - 1) as f64, v as f64));
+    let points = start.into_iter().chain(
+        forecast
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| ((n + k) as f64, v as f64)),
+    );
+    chart
+        .draw_series(LineSeries::new(points, RED.stroke_width(2)))
+        .map_err(|e| err(&e))?
+        .label("forecast")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
 }
 
 /// Median milliseconds per training step on `device` (after a warm-up step); each step reads
