@@ -289,6 +289,33 @@ impl GpuContext {
         }))
     }
 
+    /// The wgpu device (the application's, for a context from [`GpuContext::from_device`]):
+    /// for creating buffers that [`crate::gpu::GpuRnn::forward_buffers`] and
+    /// [`crate::gpu::GpuStream::feed_buffers`] read and write.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Waits until everything submitted to the queue has finished.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] when the device fails.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(drop)
+            .map_err(|e| Error::Gpu {
+                context: "waiting for the queue".into(),
+                message: e.to_string(),
+            })?;
+        self.take_error("waiting for the queue")
+    }
+
     /// Buffers and bind groups created through this context so far, by every model and
     /// stream on it: a pass that allocates nothing leaves it unchanged.
     pub fn resources_created(&self) -> u64 {

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wgpu_rnn::gpu::{CostConstants, GpuContext, GpuRnn};
+use wgpu_rnn::gpu::{CostConstants, GpuContext, GpuRnn, GpuStream};
 use wgpu_rnn::suite::{Case, Suite};
 use wgpu_rnn::train::{GpuTrainer, TrainState};
-use wgpu_rnn::{Device, Error, Result, Rnn, RnnConfig, RnnParams, Tensor};
+use wgpu_rnn::{Device, Error, Result, Rnn, RnnConfig, RnnParams, Stream, Tensor};
 
 /// What `bench` runs.
 pub struct Options {
@@ -411,5 +411,114 @@ pub fn profile(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
         kernels.iter().map(|k| k.dispatches).sum::<usize>(),
         total
     );
+    Ok(())
+}
+
+/// `bench --stream`: the latency of streaming one step at a time ([`Stream::feed`] of a chunk
+/// `[1, B, I]`, the output read back each step) against a whole-sequence forward divided by
+/// `T`, on the GPU and the CPU; on the GPU also with GPU-resident I/O (the chunk's input and
+/// output in buffers of the context's device, [`GpuStream::feed_buffers`], waited for each
+/// step) against [`GpuRnn::forward_buffers`] divided by `T`. Unidirectional cases only (the
+/// default: `tiny_b1`, `small_b1`).
+pub fn stream(
+    ctx: Option<&Arc<GpuContext>>,
+    repeats: usize,
+    only: Option<&[String]>,
+) -> Result<()> {
+    let suite = Suite::builtin();
+    let names: Vec<String> = match only {
+        Some(n) => n.to_vec(),
+        None => vec!["tiny_b1".into(), "small_b1".into()],
+    };
+    println!(
+        "streaming one step at a time, ms per step (median of {repeats} passes over T steps); \
+         whole = one forward over T steps / T\n"
+    );
+    println!(
+        "{:<10} {:>4} {:>3} {:>5} {:>5} {:<9} {:<9} | {:>10} {:>10} {:>7}",
+        "case", "T", "B", "I", "H", "device", "I/O", "stream", "whole/T", "ratio"
+    );
+    for name in names {
+        let case = suite
+            .case(&name)
+            .cloned()
+            .ok_or_else(|| Error::config(format!("bench --stream: no case named {name:?}")))?;
+        let cfg = case.config()?;
+        if cfg.bidirectional || case.vocab.is_some() {
+            println!("{name:<10} skipped: streaming takes unidirectional dense-input cases");
+            continue;
+        }
+        let params = RnnParams::random(cfg, 2024);
+        let x = case.forward_input();
+        let (t, b, i) = (case.t, case.b, case.i);
+        let step =
+            |k: usize| Tensor::new(vec![1, b, i], x.data()[k * b * i..(k + 1) * b * i].to_vec());
+        let chunks: Vec<Tensor> = (0..t).map(step).collect::<Result<_>>()?;
+        let row = |device: &str, io: &str, per: f64, whole: f64| {
+            println!(
+                "{:<10} {:>4} {:>3} {:>5} {:>5} {:<9} {:<9} | {:>10.4} {:>10.4} {:>7.2}",
+                case.name,
+                t,
+                b,
+                i,
+                case.h,
+                device,
+                io,
+                per,
+                whole,
+                per / whole
+            )
+        };
+        let mut devices = vec![Device::Cpu];
+        devices.extend(ctx.map(|c| Device::Gpu(c.clone())));
+        for device in &devices {
+            let kind = match device {
+                Device::Gpu(_) => "gpu",
+                Device::Cpu => "cpu",
+            };
+            let mut rnn = Rnn::new(params.clone(), device)?;
+            let whole = time(repeats, || rnn.forward(&x, None).map(drop))? / t as f64;
+            let mut s = Stream::new(params.clone(), device, b)?;
+            let per = time(repeats, || {
+                s.reset();
+                chunks.iter().try_for_each(|c| s.feed(c).map(drop))
+            })? / t as f64;
+            row(kind, "host", per, whole);
+        }
+        if let Some(ctx) = ctx {
+            let dev = ctx.device();
+            let usage = wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST;
+            let buffer = |n: usize| {
+                dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("application buffer"),
+                    size: (n * 4) as u64,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            let (x_all, y_all) = (buffer(t * b * i), buffer(t * b * cfg.output_size()));
+            ctx.queue()
+                .write_buffer(&x_all, 0, bytemuck::cast_slice(x.data()));
+            let (x1, y1) = (buffer(b * i), buffer(b * cfg.output_size()));
+            ctx.queue()
+                .write_buffer(&x1, 0, bytemuck::cast_slice(chunks[0].data()));
+            let mut rnn = GpuRnn::new(ctx.clone(), &params)?;
+            let whole = time(repeats, || {
+                rnn.forward_buffers(None, &x_all, &y_all, t, b)?;
+                ctx.wait_idle()
+            })? / t as f64;
+            let mut s = GpuStream::new(ctx.clone(), &params, b)?;
+            let per = time(repeats, || {
+                for _ in 0..t {
+                    s.feed_buffers(None, &x1, &y1, 1)?;
+                    ctx.wait_idle()?;
+                }
+                Ok(())
+            })? / t as f64;
+            row("gpu", "resident", per, whole);
+        }
+    }
     Ok(())
 }

@@ -166,6 +166,11 @@ enum Command {
         /// (compare with a run without it for the cost of the per-row mask).
         #[arg(long)]
         varlen: bool,
+        /// Instead of the tables: the latency of streaming one step at a time (host and
+        /// GPU-resident I/O) against a whole-sequence forward divided by T (`tiny_b1`,
+        /// `small_b1` unless `--only` names others).
+        #[arg(long)]
+        stream: bool,
         /// Give the LSTM cases this projection (proj_size P; compare with a run without it for
         /// the cost of the projection); the other cases are unchanged.
         #[arg(long, default_value_t = 0)]
@@ -335,6 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             repeats,
             quick,
             varlen,
+            stream,
             proj_size,
             only,
             gpu_suite,
@@ -348,6 +354,10 @@ fn run(cli: Cli) -> Result<()> {
                 true => Some(GpuContext::new(&cli.adapter.options())?),
                 false => None,
             };
+            if stream {
+                let ctx = ctx.as_ref().filter(|_| device != BenchDevice::Cpu);
+                return bench::stream(ctx, repeats.max(1), only.as_deref());
+            }
             match (profile, constants, &ctx) {
                 (true, _, Some(ctx)) => bench::profile(ctx, repeats.max(1)),
                 (false, true, Some(ctx)) => bench::constants(ctx, repeats.max(5), json),
