@@ -20,7 +20,9 @@ use crate::{RnnConfig, cpu};
 /// (`[B, R]`), `R` being [`RnnConfig::real_hidden_size`]. The state starts at zeros;
 /// [`Stream::state`] reads it, [`Stream::set_state`] replaces it, [`Stream::reset_rows`]
 /// restarts some rows (a new utterance in one slot of a batch) while the others continue.
-/// Inference only: dropout never applies.
+/// Inference only: dropout never applies. Chunks are time-major whatever the parameters'
+/// `batch_first` (a chunk is usually one step). On the GPU a stream holds its own copy of the
+/// parameters on the device.
 ///
 /// # Example
 /// ```
