@@ -12,8 +12,9 @@ use crate::{RnnConfig, cpu};
 
 /// A unidirectional model (any cell, with or without a projection) run chunk by chunk, its
 /// state `h` (and `c`) kept between calls, on the GPU (resident in device memory: one submit
-/// per chunk, no state upload, nothing allocated after the first chunk of a given length) or
-/// on the CPU. Feeding a sequence in chunks of any lengths gives the outputs and final state
+/// per chunk, no state upload, no buffer or bind group created after the first chunk of a
+/// given length) or on the CPU (host tensors; each chunk allocates its output and the new
+/// state, as [`crate::cpu::forward`] does). Feeding a sequence in chunks of any lengths gives the outputs and final state
 /// of one forward pass over the whole sequence.
 ///
 /// Inputs are time-major chunks `[t, B, I]` (or one step `[B, I]`), outputs `[t, B, R]`
@@ -57,7 +58,8 @@ impl Stream {
     ///
     /// # Errors
     /// [`crate::Error::Config`] for a bidirectional model (its reverse direction needs the
-    /// future of the sequence) or `batch = 0`; on the GPU as [`crate::gpu::GpuRnn::new`].
+    /// future of the sequence) or `batch = 0`; [`crate::Error::Limit`] for a state too large
+    /// to allocate; on the GPU as [`crate::gpu::GpuRnn::new`].
     pub fn new(params: RnnParams, device: &Device, batch: usize) -> Result<Self> {
         let config = *params.config();
         check_streamable(&config, batch)?;
@@ -65,6 +67,23 @@ impl Stream {
         let engine = match device {
             Device::Gpu(ctx) => Engine::Gpu(Box::new(GpuStream::new(ctx.clone(), &params, batch)?)),
             Device::Cpu => {
+                // The state's floats, checked before anything is allocated.
+                let ld = config.num_layers * config.directions();
+                let width = config.real_hidden_size() + config.hidden_size;
+                let floats = ld
+                    .checked_mul(batch)
+                    .and_then(|n| n.checked_mul(width))
+                    .filter(|&n| n <= MAX_HOST_STATE);
+                if floats.is_none() {
+                    return Err(Error::Limit {
+                        what: format!("the state of a stream of {batch} rows"),
+                        limit: "floats of a host stream's state",
+                        needed: (ld as u64)
+                            .saturating_mul(batch as u64)
+                            .saturating_mul(width as u64),
+                        max: MAX_HOST_STATE as u64,
+                    });
+                }
                 let (h, c) = zero_state(&config, batch);
                 Engine::Cpu { params, h, c }
             }
@@ -90,21 +109,39 @@ impl Stream {
     /// (`[B, R]`), continuing from the state the previous chunk left.
     ///
     /// # Errors
-    /// [`crate::Error::Shape`] naming `input`, [`crate::Error::NonFinite`]; on the GPU also
-    /// [`crate::Error::Limit`] and [`crate::Error::Gpu`].
+    /// [`crate::Error::Shape`] naming `input` (against `[B, I]` for a 2-d input, `[t, B, I]`
+    /// for a 3-d one), [`crate::Error::Config`] for another rank, [`crate::Error::NonFinite`];
+    /// on the GPU also [`crate::Error::Limit`] and [`crate::Error::Gpu`].
     pub fn feed(&mut self, input: &Tensor) -> Result<Tensor> {
-        let one_step = input.shape().len() == 2;
-        let chunk = match one_step {
-            true => Tensor::new([&[1][..], input.shape()].concat(), input.data().to_vec())?,
-            false => input.clone(),
+        let (b, i) = (self.batch, self.config.input_size);
+        let one_step = match input.shape() {
+            [_, _] if input.shape() != [b, i] => {
+                return Err(Error::shape("input", &[b, i], input.shape()));
+            }
+            [_, _] => true,
+            [_, _, _] => false,
+            other => {
+                return Err(Error::config(format!(
+                    "input: expected a chunk [t, B, I] = [t, {b}, {i}] or one step [B, I] = \
+                     [{b}, {i}], found shape {other:?}"
+                )));
+            }
         };
-        check_chunk(&self.config, &chunk, self.batch)?;
+        let step;
+        let chunk = match one_step {
+            true => {
+                step = Tensor::new(vec![1, b, i], input.data().to_vec())?;
+                &step
+            }
+            false => input,
+        };
+        check_chunk(&self.config, chunk, self.batch)?;
         let out = match &mut self.engine {
-            Engine::Gpu(g) => g.feed(&chunk)?,
+            Engine::Gpu(g) => g.feed(chunk)?,
             Engine::Cpu { params, h, c } => {
                 let out = cpu::forward(
                     params,
-                    &chunk,
+                    chunk,
                     State {
                         h: Some(h),
                         c: c.as_ref(),
@@ -185,7 +222,8 @@ impl Stream {
         self.reset_rows(&rows).expect("every row is below B");
     }
 
-    /// The GPU stream, for GPU-resident I/O ([`GpuStream::feed_buffers`]); `None` on the CPU.
+    /// The GPU stream, for GPU-resident I/O ([`GpuStream::feed_buffers`] into an application's
+    /// buffers and encoder); `None` on the CPU.
     pub fn gpu(&mut self) -> Option<&mut GpuStream> {
         match &mut self.engine {
             Engine::Gpu(g) => Some(g),
@@ -193,6 +231,10 @@ impl Stream {
         }
     }
 }
+
+/// The most floats a CPU stream's state may hold (16 GiB of f32): a larger batch is an error
+/// rather than an allocation failure.
+const MAX_HOST_STATE: usize = 1 << 32;
 
 /// Zero states `h` `[L·D, B, R]` and, for a cell with one, `c` `[L·D, B, H]`.
 fn zero_state(cfg: &RnnConfig, batch: usize) -> (Tensor, Option<Tensor>) {

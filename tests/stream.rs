@@ -415,3 +415,87 @@ fn the_forecast_starts_with_the_one_step_prediction() {
     let err = series::forecast(&tokens.unwrap(), &hist, 2, &Device::Cpu).unwrap_err();
     common::assert_msg(&err, &["forecast", "one input and one output"]);
 }
+
+/// Work recorded into an application's encoder keeps its meaning whatever the host does before
+/// the submit: a `forward_lengths` with short rows does not shorten the recorded pass, and a
+/// `set_state` made after a recorded chunk applies after it. More chunk lengths than a stream
+/// keeps workspaces for still give the whole pass's numbers.
+#[test]
+fn recorded_work_and_state_changes_keep_their_order() {
+    let (device, queue) = app_device();
+    let ctx = GpuContext::from_device(device.clone(), queue.clone()).unwrap();
+    let (t, b, i) = (5, 3, 2);
+    let cfg = RnnConfig::new(Cell::RnnTanh, i, 6);
+    let params = RnnParams::random(cfg, 9);
+    let x = common::random::<f32>(&[t, b, i], 1.0, 10);
+    let want = Rnn::new(params.clone(), &Device::Gpu(ctx.clone()))
+        .unwrap()
+        .forward(&x, None)
+        .unwrap();
+    let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: None,
+        contents: bytemuck::cast_slice(x.data()),
+        usage,
+    });
+    let n_out = t * b * cfg.output_size();
+    let output = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (n_out * 4) as u64,
+        usage,
+        mapped_at_creation: false,
+    });
+    let mut rnn = GpuRnn::new(ctx.clone(), &params).unwrap();
+    let mut enc = device.create_command_encoder(&Default::default());
+    rnn.forward_buffers(Some(&mut enc), &input, &output, t, b)
+        .unwrap();
+    rnn.forward_lengths(&x, None, Some(&[1, 2, 1])).unwrap();
+    queue.submit([enc.finish()]);
+    let got = Tensor::new(vec![t, b, 6], read(&device, &queue, &output, n_out)).unwrap();
+    common::assert_close(
+        "forward_buffers, then a short forward_lengths",
+        &got,
+        &want.output,
+        1e-6,
+    );
+
+    let mut stream = GpuStream::new(ctx.clone(), &params, b).unwrap();
+    let per = b * cfg.output_size();
+    let y1 = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (per * 4) as u64,
+        usage,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    stream.feed_buffers(Some(&mut enc), &input, &y1, 1).unwrap();
+    let h = common::random::<f32>(&[1, b, 6], 0.5, 11);
+    stream.set_state(State::from(&h)).unwrap();
+    queue.submit([enc.finish()]);
+    let (got_h, _) = stream.state().unwrap();
+    assert_eq!(
+        got_h, h,
+        "a state set after a recorded chunk applies after it"
+    );
+
+    // Chunk lengths 1..=10 (more than MAX_CHUNK_LENGTHS), then back to the first ones.
+    let long = common::random::<f32>(&[70, b, i], 1.0, 12);
+    let want = Rnn::new(params.clone(), &Device::Gpu(ctx.clone()))
+        .unwrap()
+        .forward(&long, None)
+        .unwrap();
+    let mut stream = GpuStream::new(ctx.clone(), &params, b).unwrap();
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for len in (1..=10).chain(1..=5) {
+        parts.push(stream.feed(&steps(&long, at, at + len)).unwrap());
+        at += len;
+    }
+    assert_eq!(at, 70);
+    common::assert_close(
+        "lengths past the workspace cap",
+        &concat(&parts),
+        &want.output,
+        1e-6,
+    );
+}

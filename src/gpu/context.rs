@@ -221,7 +221,7 @@ impl GpuContext {
     /// read from and write to the application's buffers, see [`GpuRnn::forward_buffers`]).
     /// The device's granted limits are checked against what the kernels need; the device's
     /// uncaptured-error handler stays the application's (this context installs none), so a
-    /// device error reaches it rather than an [`Error::Gpu`].
+    /// device error reaches it (wgpu's default handler panics) rather than an [`Error::Gpu`].
     ///
     /// # Errors
     /// [`Error::Limit`] naming the first limit the device was created with that is below

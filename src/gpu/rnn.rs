@@ -38,6 +38,9 @@ pub(super) struct Workspace {
     /// The initial state: `h0` `[L·D, B, H]`, then `c0` for cells with a cell state, then
     /// every batch row's sequence length (u32 bits; `T` unless a forward pass gave lengths).
     pub(super) states0: wgpu::Buffer,
+    /// `[B]` u32: `T` for every row, copied into `states0`'s lengths inside an encoder
+    /// (GPU-resident forward passes recorded into an application's encoder).
+    full_lengths: wgpu::Buffer,
     /// Bytes of the states in `states0` (and all of `states_n`).
     pub(super) states_bytes: u64,
     /// Every layer's output `[T, B, D·H]` (the last one is the model's output).
@@ -487,11 +490,10 @@ impl GpuRnn {
         let input = ops::storage(ctx, "input", in_len, rw)?;
         let states0 = ops::storage(ctx, "h0, c0, lengths", states + b, rw)?;
         // Every row runs all T steps until a forward pass says otherwise.
-        ctx.queue.write_buffer(
-            &states0,
-            (states * 4) as u64,
-            bytemuck::cast_slice(&vec![t_len as u32; b]),
-        );
+        let all_t = vec![t_len as u32; b];
+        ctx.queue
+            .write_buffer(&states0, (states * 4) as u64, bytemuck::cast_slice(&all_t));
+        let full_lengths = ops::upload(ctx, "lengths all T", bytemuck::cast_slice(&all_t))?;
         let states_n = ops::storage(ctx, "h_n, c_n", states, rw)?;
         let proj = ops::storage(ctx, "projection", tb * d_n * g * h, rw)?;
         let ys = (0..cfg.num_layers)
@@ -612,6 +614,7 @@ impl GpuRnn {
             b,
             input,
             states0,
+            full_lengths,
             states_bytes: (states * 4) as u64,
             ys,
             dropped,
@@ -1090,7 +1093,11 @@ impl GpuRnn {
     /// application recorded before (e.g. the compute pass that writes `input`), and the
     /// application submits it; without one it is submitted here (not waited for). The
     /// context must be the application's ([`GpuContext::from_device`]) for its buffers to be
-    /// usable. [`GpuRnn::backward`] does not follow it (call [`GpuRnn::forward`] for that).
+    /// usable (wgpu panics on a buffer of another device; it offers no way to check first).
+    /// Everything the pass reads is set inside the encoder (the input copy, the zero state,
+    /// every row's length), so calls on this model between recording and the submit do not
+    /// change its result. [`GpuRnn::backward`] does not follow it (call [`GpuRnn::forward`]
+    /// for that).
     ///
     /// # Errors
     /// [`Error::Config`] naming `input` or `output` when a buffer is too small or lacks its
@@ -1122,17 +1129,21 @@ impl GpuRnn {
         super::stream::check_app_buffer("output", output, y_len, dst)?;
         self.ensure_workspace(steps, batch)?;
         let ws = self.workspace.as_ref().expect("built above");
-        // Every row runs all T steps (a forward_lengths may have left other lengths).
-        self.ctx.queue.write_buffer(
-            &ws.states0,
-            ws.states_bytes,
-            bytemuck::cast_slice(&vec![steps as u32; batch]),
-        );
         let mut own = None;
         let encoder = match encoder {
             Some(e) => e,
             None => own.insert(self.encoder("forward (buffers)")),
         };
+        // Every row runs all T steps (a forward_lengths may have left other lengths),
+        // recorded in the encoder so that host calls before its submit cannot change it.
+        let lengths_bytes = Some((batch * 4) as u64);
+        encoder.copy_buffer_to_buffer(
+            &ws.full_lengths,
+            0,
+            &ws.states0,
+            ws.states_bytes,
+            lengths_bytes,
+        );
         encoder.copy_buffer_to_buffer(input, 0, &ws.input, 0, Some((x_len * 4) as u64));
         ws.record_forward(encoder, true);
         let y = ws.ys.last().expect("num_layers >= 1");

@@ -19,15 +19,28 @@ use crate::tensor::Tensor;
 /// Each [`GpuStream::feed`] is one submit: the chunk's input is uploaded, the state is
 /// copied into the chunk's workspace on the device, the layers run, the final state is
 /// copied back into the resident state, and the chunk's output is read back. Nothing is
-/// allocated after the first chunk of a given length ([`GpuContext::resources_created`]).
+/// allocated after the first chunk of a given length ([`GpuContext::resources_created`]), as
+/// long as at most [`GpuStream::MAX_CHUNK_LENGTHS`] lengths are in use: the workspaces of the
+/// least recently used lengths beyond that are dropped.
+///
+/// State changes from the host ([`GpuStream::set_state`], [`GpuStream::reset_rows`],
+/// [`GpuStream::reset`]) are recorded into the next chunk's (or state read's) commands, in the
+/// order they were made, so they take effect exactly between the chunks they were made
+/// between, also when chunks are recorded into an application's encoder.
 pub struct GpuStream {
     rnn: GpuRnn,
     batch: usize,
     /// The resident state: `h` `[L·D, B, R]`, then `c` `[L·D, B, H]` for an LSTM.
     state: wgpu::Buffer,
     state_staging: wgpu::Buffer,
-    /// A workspace per chunk length met so far (the batch is the stream's).
+    /// A state set by [`GpuStream::set_state`], uploaded here and copied into `state` with
+    /// the next use (`pending`).
+    next_state: wgpu::Buffer,
+    pending: bool,
+    /// A workspace per chunk length, the most recently used last (the batch is the stream's).
     chunks: Vec<Workspace>,
+    /// Whether every row restarts from zeros before the state is next used.
+    clear_all: bool,
     /// Rows to zero before the state is next used (recorded into that submit).
     resets: Vec<usize>,
 }
@@ -44,16 +57,24 @@ impl GpuStream {
         let n = rnn.states_len(batch);
         let rw = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let state = ops::storage(&rnn.ctx, "stream state", n, rw)?;
+        let next_state = ops::storage(&rnn.ctx, "stream state to set", n, rw)?;
         let state_staging = ops::staging(&rnn.ctx, "stream state readback", n);
         Ok(GpuStream {
             rnn,
             batch,
             state,
             state_staging,
+            next_state,
+            pending: false,
             chunks: Vec::new(),
+            clear_all: false,
             resets: Vec::new(),
         })
     }
+
+    /// Chunk lengths whose workspaces a stream keeps at once (the least recently used one
+    /// beyond them is dropped, and rebuilt if that length comes back).
+    pub const MAX_CHUNK_LENGTHS: usize = 8;
 
     /// The model's configuration.
     pub fn config(&self) -> &RnnConfig {
@@ -98,7 +119,10 @@ impl GpuStream {
     /// `[steps, B, R]` written to `output` (`COPY_DST`), both from byte 0, with no host round
     /// trip. With `encoder`, everything is recorded into it (after whatever the application
     /// recorded before, e.g. the compute pass that writes `input`) and the application
-    /// submits it; without one, it is submitted here (not waited for).
+    /// submits it; without one, it is submitted here (not waited for). Chunks recorded into
+    /// several encoders must be submitted in the order they were recorded (the state passes
+    /// from one to the next). The buffers must be of this stream's device (wgpu panics on a
+    /// buffer of another device; it offers no way to check first).
     ///
     /// # Errors
     /// [`Error::Config`] naming `input` or `output` when a buffer is too small or lacks its
@@ -175,7 +199,11 @@ impl GpuStream {
     /// As the state checks of a forward pass: [`Error::Shape`] naming `h0` or `c0`.
     pub fn set_state(&mut self, state: State<'_>) -> Result<()> {
         state.check(&self.rnn.config, self.batch, ["h0", "c0"], true)?;
+        // Uploaded to a buffer of its own and copied into the state with the next use, so
+        // that it lands after the chunks recorded before this call.
         self.resets.clear();
+        self.clear_all = false;
+        self.pending = true;
         let h_bytes = (self.rnn.h_part_len(self.batch) * 4) as u64;
         let all = (self.rnn.states_len(self.batch) * 4) as u64;
         let queue = &self.rnn.ctx.queue;
@@ -191,7 +219,7 @@ impl GpuStream {
                     &zeros
                 }
             };
-            queue.write_buffer(&self.state, at, bytemuck::cast_slice(data));
+            queue.write_buffer(&self.next_state, at, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -212,18 +240,29 @@ impl GpuStream {
         Ok(())
     }
 
-    /// Restarts every row from zeros.
+    /// Restarts every row from zeros (one clear of the state with the next use).
     pub fn reset(&mut self) {
-        self.resets = (0..self.batch).collect();
+        self.resets.clear();
+        self.pending = false;
+        self.clear_all = true;
     }
 
-    /// The index of the workspace for chunks of `t` steps, built on first use.
+    /// The index of the workspace for chunks of `t` steps, built on first use; the most
+    /// recently used last.
     fn chunk(&mut self, t: usize) -> Result<usize> {
-        if let Some(k) = self.chunks.iter().position(|w| w.t == t) {
-            return Ok(k);
+        match self.chunks.iter().position(|w| w.t == t) {
+            Some(k) => {
+                let ws = self.chunks.remove(k);
+                self.chunks.push(ws);
+            }
+            None => {
+                let ws = self.rnn.build_workspace(t, self.batch)?;
+                if self.chunks.len() == Self::MAX_CHUNK_LENGTHS {
+                    self.chunks.remove(0);
+                }
+                self.chunks.push(ws);
+            }
         }
-        let ws = self.rnn.build_workspace(t, self.batch)?;
-        self.chunks.push(ws);
         Ok(self.chunks.len() - 1)
     }
 
@@ -238,8 +277,15 @@ impl GpuStream {
         encoder.copy_buffer_to_buffer(&ws.states_n, 0, &self.state, 0, bytes);
     }
 
-    /// Records the zeroing of the rows reset since the state was last used.
+    /// Records the host's state changes since the state was last used, in their order: a
+    /// state set, then a reset of every row or of some rows.
     fn apply_resets(&mut self, encoder: &mut wgpu::CommandEncoder) {
+        if std::mem::take(&mut self.pending) {
+            encoder.copy_buffer_to_buffer(&self.next_state, 0, &self.state, 0, None);
+        }
+        if std::mem::take(&mut self.clear_all) {
+            encoder.clear_buffer(&self.state, 0, None);
+        }
         let cfg = self.rnn.config;
         let (b, ld) = (self.batch, cfg.num_layers * cfg.directions());
         let h_part = self.rnn.h_part_len(b);

@@ -422,6 +422,7 @@ pub fn profile(ctx: &Arc<GpuContext>, repeats: usize) -> Result<()> {
 /// default: `tiny_b1`, `small_b1`).
 pub fn stream(
     ctx: Option<&Arc<GpuContext>>,
+    cpu: bool,
     repeats: usize,
     only: Option<&[String]>,
 ) -> Result<()> {
@@ -435,7 +436,7 @@ pub fn stream(
          whole = one forward over T steps / T\n"
     );
     println!(
-        "{:<10} {:>4} {:>3} {:>5} {:>5} {:<9} {:<9} | {:>10} {:>10} {:>7}",
+        "{:<14} {:>4} {:>3} {:>5} {:>5} {:<9} {:<9} | {:>10} {:>10} {:>7}",
         "case", "T", "B", "I", "H", "device", "I/O", "stream", "whole/T", "ratio"
     );
     for name in names {
@@ -445,7 +446,7 @@ pub fn stream(
             .ok_or_else(|| Error::config(format!("bench --stream: no case named {name:?}")))?;
         let cfg = case.config()?;
         if cfg.bidirectional || case.vocab.is_some() {
-            println!("{name:<10} skipped: streaming takes unidirectional dense-input cases");
+            println!("{name:<14} skipped: streaming takes unidirectional dense-input cases");
             continue;
         }
         let params = RnnParams::random(cfg, 2024);
@@ -456,7 +457,7 @@ pub fn stream(
         let chunks: Vec<Tensor> = (0..t).map(step).collect::<Result<_>>()?;
         let row = |device: &str, io: &str, per: f64, whole: f64| {
             println!(
-                "{:<10} {:>4} {:>3} {:>5} {:>5} {:<9} {:<9} | {:>10.4} {:>10.4} {:>7.2}",
+                "{:<14} {:>4} {:>3} {:>5} {:>5} {:<9} {:<9} | {:>10.4} {:>10.4} {:>7.2}",
                 case.name,
                 t,
                 b,
@@ -469,7 +470,10 @@ pub fn stream(
                 per / whole
             )
         };
-        let mut devices = vec![Device::Cpu];
+        let mut devices = Vec::new();
+        if cpu {
+            devices.push(Device::Cpu);
+        }
         devices.extend(ctx.map(|c| Device::Gpu(c.clone())));
         for device in &devices {
             let kind = match device {

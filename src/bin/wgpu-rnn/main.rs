@@ -168,8 +168,8 @@ enum Command {
         varlen: bool,
         /// Instead of the tables: the latency of streaming one step at a time (host and
         /// GPU-resident I/O) against a whole-sequence forward divided by T (`tiny_b1`,
-        /// `small_b1` unless `--only` names others).
-        #[arg(long)]
+        /// `small_b1` unless `--only` names others), on `--device`.
+        #[arg(long, conflicts_with_all = ["json", "quick", "varlen", "proj_size", "gpu_suite", "constants", "profile"])]
         stream: bool,
         /// Give the LSTM cases this projection (proj_size P; compare with a run without it for
         /// the cost of the projection); the other cases are unchanged.
@@ -356,7 +356,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             if stream {
                 let ctx = ctx.as_ref().filter(|_| device != BenchDevice::Cpu);
-                return bench::stream(ctx, repeats.max(1), only.as_deref());
+                let cpu = device != BenchDevice::Gpu;
+                return bench::stream(ctx, cpu, repeats.max(1), only.as_deref());
             }
             match (profile, constants, &ctx) {
                 (true, _, Some(ctx)) => bench::profile(ctx, repeats.max(1)),

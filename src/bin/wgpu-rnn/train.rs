@@ -469,6 +469,14 @@ pub fn predict(
         }
     };
     if state.model.config().bidirectional {
+        if forecast > 0 {
+            // Checked before training: rolling forward streams, and a reverse direction
+            // needs the future.
+            return Err(Error::config(
+                "--forecast: a bidirectional model cannot roll forward past the data (its \
+                 reverse direction needs the future); train without --bidirectional",
+            ));
+        }
         println!(
             "note: a bidirectional model sees the future inside each window; its forecast error is not a fair one"
         );
