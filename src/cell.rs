@@ -178,9 +178,61 @@ pub fn for_gates(gates: usize, nonlinearity: Option<&str>) -> crate::Result<Cell
     }
 }
 
-/// The logistic sigmoid `1 / (1 + e^-v)`: NaN for NaN, exactly 0 where `e^-v` overflows.
+/// Defines `fn $name<T: Float>(args)` that runs its body compiled for the widest vector
+/// instructions the CPU has, picked at run time: AVX-512 (F, VL, DQ, BW) or AVX2 + FMA on
+/// x86-64, else the baseline. The body is the same code each time and does elementwise IEEE
+/// arithmetic only (no fused multiply-adds: Rust does not contract `a·b + c`), so every level
+/// gives the same bits; only the vector width differs.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* fn $name:ident<T: Float>($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name<T: Float>($($a: $t),*) {
+            #[inline(always)]
+            fn body<T: Float>($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
+                fn v4<T: Float>($($a: $t),*) {
+                    body::<T>($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3<T: Float>($($a: $t),*) {
+                    body::<T>($($a),*)
+                }
+                match crate::tensor::simd_level() {
+                    // SAFETY: the CPU has the features (checked at run time).
+                    2 => return unsafe { v4::<T>($($a),*) },
+                    1 => return unsafe { v3::<T>($($a),*) },
+                    _ => {}
+                }
+            }
+            body::<T>($($a),*)
+        }
+    };
+}
+
+/// The first `K` blocks of `n` values of `s` (a row's gate blocks), each exactly `n` long.
+///
+/// # Panics
+/// When `s` holds fewer than `K·n` values.
+fn blocks<const K: usize, T>(s: &[T], n: usize) -> [&[T]; K] {
+    std::array::from_fn(|k| &s[k * n..(k + 1) * n])
+}
+
+/// [`blocks`], mutable.
+fn blocks_mut<const K: usize, T>(s: &mut [T], n: usize) -> [&mut [T]; K] {
+    let mut rest = &mut s[..K * n];
+    std::array::from_fn(|_| {
+        let (block, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        block
+    })
+}
+
+/// The logistic sigmoid `1 / (1 + e^-v)`: NaN for NaN, exactly 0 where `e^-v` overflows
+/// ([`Float::sigmoid_act`]).
 fn sigmoid<T: Float>(v: T) -> T {
-    T::one() / (T::one() + (-v).exp())
+    v.sigmoid_act()
 }
 
 static ELMAN_TANH: Elman = Elman { relu: false };
@@ -199,7 +251,7 @@ impl Elman {
     /// `tanh(±inf) = ±1`, `tanh(NaN) = NaN`.
     pub fn activate<T: Float>(&self, v: T) -> T {
         if !self.relu {
-            v.tanh()
+            v.tanh_act()
         } else if v > T::zero() || v.is_nan() {
             v
         } else {
@@ -268,8 +320,13 @@ impl<T: Float> CellMath<T> for Elman {
         _c: &mut [T],
         _saved: &mut [T],
     ) {
-        for ((h, &x), &r) in h.iter_mut().zip(x).zip(r) {
-            *h = self.activate(x + r);
+        match self.relu {
+            false => elman_tanh_forward(x, r, h),
+            true => {
+                for ((h, &x), &r) in h.iter_mut().zip(x).zip(r) {
+                    *h = self.activate(x + r);
+                }
+            }
         }
     }
 
@@ -289,6 +346,15 @@ impl<T: Float> CellMath<T> for Elman {
             *dx = self.activate_backward(y, g);
         }
         dh_direct.fill(T::zero());
+    }
+}
+
+simd_fn! {
+    /// Elman tanh: `h = tanh(x + r)`.
+    fn elman_tanh_forward<T: Float>(x: &[T], r: &[T], h: &mut [T]) {
+        for ((h, &x), &r) in h.iter_mut().zip(x).zip(r) {
+            *h = (x + r).tanh_act();
+        }
     }
 }
 
@@ -335,19 +401,7 @@ impl<T: Float> CellMath<T> for Lstm {
         c: &mut [T],
         saved: &mut [T],
     ) {
-        let n = h.len();
-        let (sv, c_saved) = saved.split_at_mut(4 * n);
-        for j in 0..n {
-            let a = |k: usize| x[k * n + j] + r[k * n + j];
-            let (i, f, g, o) = (sigmoid(a(0)), sigmoid(a(1)), a(2).tanh(), sigmoid(a(3)));
-            let cj = f * c_prev[j] + i * g;
-            c[j] = cj;
-            c_saved[j] = cj;
-            h[j] = o * cj.tanh();
-            for (k, v) in [i, f, g, o].into_iter().enumerate() {
-                sv[k * n + j] = v;
-            }
-        }
+        lstm_forward(x, r, c_prev, h, c, saved);
     }
 
     fn backward(
@@ -362,20 +416,60 @@ impl<T: Float> CellMath<T> for Lstm {
         _dr: &mut [T],
         dh_direct: &mut [T],
     ) {
+        lstm_backward(dh, dc, saved, c_prev, dx);
+        dh_direct.fill(T::zero());
+    }
+}
+
+simd_fn! {
+    /// One LSTM step of one row (see [`CellMath::forward`]).
+    fn lstm_forward<T: Float>(
+        x: &[T],
+        r: &[T],
+        c_prev: &[T],
+        h: &mut [T],
+        c: &mut [T],
+        saved: &mut [T],
+    ) {
+        // Every slice cut to n, so that the loop has no bounds checks and vectorises.
+        let n = h.len();
+        let [xi, xf, xg, xo] = blocks(x, n);
+        let [ri, rf, rg, ro] = blocks(r, n);
+        let [si, sf, sg, so, sc] = blocks_mut(saved, n);
+        let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
+        for j in 0..n {
+            let i = sigmoid(xi[j] + ri[j]);
+            let f = sigmoid(xf[j] + rf[j]);
+            let g = (xg[j] + rg[j]).tanh_act();
+            let o = sigmoid(xo[j] + ro[j]);
+            let cj = f * c_prev[j] + i * g;
+            c[j] = cj;
+            sc[j] = cj;
+            h[j] = o * cj.tanh_act();
+            (si[j], sf[j], sg[j], so[j]) = (i, f, g, o);
+        }
+    }
+}
+
+simd_fn! {
+    /// One LSTM step backward of one row (see [`CellMath::backward`]).
+    fn lstm_backward<T: Float>(dh: &[T], dc: &mut [T], saved: &[T], c_prev: &[T], dx: &mut [T]) {
         let n = dh.len();
         let one = T::one();
+        let [si, sf, sg, so, sc] = blocks(saved, n);
+        let [di, df, dg, dd] = blocks_mut(dx, n);
+        let (dc, c_prev) = (&mut dc[..n], &c_prev[..n]);
         for j in 0..n {
-            let [i, f, g, o, c] = [0, 1, 2, 3, 4].map(|k| saved[k * n + j]);
-            let tc = c.tanh();
+            let (i, f, g, o, c) = (si[j], sf[j], sg[j], so[j], sc[j]);
+            let tc = c.tanh_act();
             // ∂L/∂c_t: the carried part and the part through h_t = o·tanh(c_t).
             let dct = dc[j] + dh[j] * o * (one - tc * tc);
-            dx[j] = dct * g * i * (one - i);
-            dx[n + j] = dct * c_prev[j] * f * (one - f);
-            dx[2 * n + j] = dct * i * (one - g * g);
-            dx[3 * n + j] = dh[j] * tc * o * (one - o);
+            di[j] = dct * g * i * (one - i);
+            df[j] = dct * c_prev[j] * f * (one - f);
+            dg[j] = dct * i * (one - g * g);
+            dd[j] = dh[j] * tc * o * (one - o);
             dc[j] = dct * f;
         }
-        dh_direct.fill(T::zero());
     }
 }
 
@@ -423,17 +517,7 @@ impl<T: Float> CellMath<T> for Gru {
         _c: &mut [T],
         saved: &mut [T],
     ) {
-        let n = h.len();
-        for j in 0..n {
-            let rg = sigmoid(x[j] + r[j]);
-            let z = sigmoid(x[n + j] + r[n + j]);
-            let hn = r[2 * n + j];
-            let ng = (x[2 * n + j] + rg * hn).tanh();
-            h[j] = ng + z * (h_prev[j] - ng);
-            for (k, v) in [rg, z, ng, hn].into_iter().enumerate() {
-                saved[k * n + j] = v;
-            }
-        }
+        gru_forward(x, r, h_prev, h, saved);
     }
 
     fn backward(
@@ -448,19 +532,52 @@ impl<T: Float> CellMath<T> for Gru {
         dr: &mut [T],
         dh_direct: &mut [T],
     ) {
+        gru_backward(dh, saved, h_prev, dx, dr, dh_direct);
+    }
+}
+
+simd_fn! {
+    /// One GRU step of one row (see [`CellMath::forward`]).
+    fn gru_forward<T: Float>(x: &[T], r: &[T], h_prev: &[T], h: &mut [T], saved: &mut [T]) {
+        let n = h.len();
+        let [xr, xz, xn] = blocks(x, n);
+        let [rr, rz, rn] = blocks(r, n);
+        let [sr, sz, sn, shn] = blocks_mut(saved, n);
+        let h_prev = &h_prev[..n];
+        for j in 0..n {
+            let rg = sigmoid(xr[j] + rr[j]);
+            let z = sigmoid(xz[j] + rz[j]);
+            let hn = rn[j];
+            let ng = (xn[j] + rg * hn).tanh_act();
+            h[j] = ng + z * (h_prev[j] - ng);
+            (sr[j], sz[j], sn[j], shn[j]) = (rg, z, ng, hn);
+        }
+    }
+}
+
+simd_fn! {
+    /// One GRU step backward of one row (see [`CellMath::backward`]).
+    fn gru_backward<T: Float>(
+        dh: &[T],
+        saved: &[T],
+        h_prev: &[T],
+        dx: &mut [T],
+        dr: &mut [T],
+        dh_direct: &mut [T],
+    ) {
         let n = dh.len();
         let one = T::one();
+        let [sr, sz, sn, shn] = blocks(saved, n);
+        let [xr, xz, xn] = blocks_mut(dx, n);
+        let [rr, rz, rn] = blocks_mut(dr, n);
+        let (h_prev, dh_direct) = (&h_prev[..n], &mut dh_direct[..n]);
         for j in 0..n {
-            let [rg, z, ng, hn] = [0, 1, 2, 3].map(|k| saved[k * n + j]);
+            let (rg, z, ng, hn) = (sr[j], sz[j], sn[j], shn[j]);
             let da_n = dh[j] * (one - z) * (one - ng * ng);
             let da_r = da_n * hn * rg * (one - rg);
             let da_z = dh[j] * (h_prev[j] - ng) * z * (one - z);
-            dx[j] = da_r;
-            dx[n + j] = da_z;
-            dx[2 * n + j] = da_n;
-            dr[j] = da_r;
-            dr[n + j] = da_z;
-            dr[2 * n + j] = da_n * rg;
+            (xr[j], xz[j], xn[j]) = (da_r, da_z, da_n);
+            (rr[j], rz[j], rn[j]) = (da_r, da_z, da_n * rg);
             dh_direct[j] = dh[j] * z;
         }
     }

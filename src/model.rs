@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 /// Where a model runs.
 #[derive(Debug, Clone)]
 pub enum Device {
-    /// The CPU path (`matrixmultiply` GEMMs).
+    /// The CPU path (the `gemm` crate's GEMMs).
     Cpu,
     /// A wgpu device; share one context between models.
     Gpu(Arc<GpuContext>),

@@ -5,8 +5,17 @@ use crate::error::{Error, Result};
 /// The element types of the CPU path: `f32` (the engine's arithmetic) and `f64` (for
 /// checking gradients against finite differences).
 ///
-/// [`Float::gemm`] is `C ← α·A·B + β·C` on strided row/column layouts, through the
-/// `matrixmultiply` crate.
+/// [`Float::gemm`] is `C ← α·A·B + β·C` on strided row/column layouts, through the `gemm`
+/// crate (its kernels picked at run time: AVX-512, AVX2 + FMA, or portable code). A product of
+/// at least [`SPLIT_WORK`] multiply-adds is cut into independent blocks of rows or columns, by
+/// its shape alone, and the blocks run on rayon's threads: every element is computed by one
+/// block in the same order whatever the number of threads, so results are bit-identical run
+/// after run and from one thread count to another.
+///
+/// [`Float::tanh_act`] and [`Float::sigmoid_act`] are the activations of the cells: for `f64`
+/// the standard library's (the reference of the differential tests), for `f32` branch-free
+/// versions that the compiler vectorises (within 2 ulp of the correctly rounded value,
+/// PyTorch's values at ±inf and NaN; see `tests` below).
 pub trait Float:
     num_traits::Float + num_traits::FromPrimitive + Default + std::fmt::Debug + Send + Sync + 'static
 {
@@ -31,7 +40,38 @@ pub trait Float:
         c: &mut [Self],
         rsc: usize,
         csc: usize,
-    );
+    ) {
+        assert!(a.len() >= span(m, k, rsa, csa), "gemm: a too short");
+        assert!(b.len() >= span(k, n, rsb, csb), "gemm: b too short");
+        assert!(c.len() >= span(m, n, rsc, csc), "gemm: c too short");
+        if m == 0 || n == 0 {
+            return;
+        }
+        let g = Strided {
+            a: a.as_ptr(),
+            sa: [rsa, csa],
+            b: b.as_ptr(),
+            sb: [rsb, csb],
+            c: SendPtr(c.as_mut_ptr()),
+            sc: [rsc, csc],
+            alpha,
+            beta,
+        };
+        // SAFETY: the asserts above bound every index of the whole product, and the blocks
+        // cover disjoint rows or columns of it.
+        unsafe { g.run(m, k, n) }
+    }
+
+    /// `tanh`, as the cells' activation (see the trait's docs).
+    fn tanh_act(self) -> Self {
+        self.tanh()
+    }
+
+    /// The logistic sigmoid `1 / (1 + e^-v)`: NaN for NaN, exactly 0 where `e^-v` overflows
+    /// (see the trait's docs).
+    fn sigmoid_act(self) -> Self {
+        Self::one() / (Self::one() + (-self).exp())
+    }
 
     /// Converts from f64 (exact for f64, rounded for f32).
     fn from_f64_lossy(v: f64) -> Self {
@@ -44,6 +84,37 @@ pub trait Float:
     }
 }
 
+/// The vector instructions of this CPU that the cells' elementwise loops use: 2 for AVX-512
+/// (F, VL, DQ, BW), 1 for AVX2 + FMA, 0 for the baseline (and on other architectures).
+/// Detected once.
+pub(crate) fn simd_level() -> u8 {
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512vl") && has!("avx512dq") && has!("avx512bw") {
+                return 2;
+            }
+            if has!("avx2") && has!("fma") {
+                return 1;
+            }
+        }
+        0
+    })
+}
+
+/// Multiply-adds (`m·n·k`) from which [`Float::gemm`] cuts a product into blocks that run on
+/// several threads (`work / SPLIT_WORK` blocks, at most 8): a product up to it is one call on
+/// one thread, since forking costs more than it saves there. Measured on this project's 2-core
+/// machine (`examples/gemm_candidates.rs`, BENCHMARKS.md): every recurrent step of the suite
+/// (2–17 M) loses time or gains under 10% on 2 threads, the input projections and weight
+/// gradients (10⁸–10⁹) gain 1.6–2×.
+pub const SPLIT_WORK: usize = 1 << 24;
+
+/// The most blocks a product is cut into.
+const MAX_BLOCKS: usize = 8;
+
 fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     if rows == 0 || cols == 0 {
         0
@@ -52,56 +123,168 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     }
 }
 
-macro_rules! impl_float {
-    ($t:ty, $f:path) => {
-        impl Float for $t {
-            fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: &[Self],
-                rsa: usize,
-                csa: usize,
-                b: &[Self],
-                rsb: usize,
-                csb: usize,
-                beta: Self,
-                c: &mut [Self],
-                rsc: usize,
-                csc: usize,
-            ) {
-                assert!(a.len() >= span(m, k, rsa, csa), "gemm: a too short");
-                assert!(b.len() >= span(k, n, rsb, csb), "gemm: b too short");
-                assert!(c.len() >= span(m, n, rsc, csc), "gemm: c too short");
-                if m == 0 || n == 0 {
-                    return;
-                }
-                // SAFETY: the asserts above bound every index the kernel touches.
-                unsafe {
-                    $f(
-                        m,
-                        k,
-                        n,
-                        alpha,
-                        a.as_ptr(),
-                        rsa as isize,
-                        csa as isize,
-                        b.as_ptr(),
-                        rsb as isize,
-                        csb as isize,
-                        beta,
-                        c.as_mut_ptr(),
-                        rsc as isize,
-                        csc as isize,
-                    )
-                }
-            }
-        }
-    };
+/// A raw pointer that the blocks of one product share across threads (each writes its own
+/// elements).
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: the blocks of a product write disjoint elements through it, and the product ends
+// before the slice it came from is used again.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// The operands of one strided product (element `(i, j)` of `A` at `a[i·sa[0] + j·sa[1]]`).
+#[derive(Clone, Copy)]
+struct Strided<T> {
+    a: *const T,
+    sa: [usize; 2],
+    b: *const T,
+    sb: [usize; 2],
+    c: SendPtr<T>,
+    sc: [usize; 2],
+    alpha: T,
+    beta: T,
 }
-impl_float!(f32, matrixmultiply::sgemm);
-impl_float!(f64, matrixmultiply::dgemm);
+// SAFETY: as SendPtr; A and B are only read.
+unsafe impl<T> Send for Strided<T> {}
+unsafe impl<T> Sync for Strided<T> {}
+
+impl<T: Float> Strided<T> {
+    /// Runs `C[m×n] ← α·A·B + β·C`, cut by shape into blocks of rows (when `m >= n`) or of
+    /// columns, each one single-threaded call of the `gemm` crate.
+    ///
+    /// # Safety
+    /// Every element of the `m×k`, `k×n` and `m×n` operands must be in bounds.
+    unsafe fn run(self, m: usize, k: usize, n: usize) {
+        let blocks = (m.saturating_mul(n).saturating_mul(k) / SPLIT_WORK)
+            .clamp(1, MAX_BLOCKS)
+            .min(m.max(n));
+        if blocks == 1 {
+            // SAFETY: as the caller's.
+            unsafe { self.block(0..m, 0..n, k) };
+            return;
+        }
+        let rows = m >= n;
+        let len = if rows { m } else { n };
+        rayon::scope(|s| {
+            for p in 0..blocks {
+                let (lo, hi) = (p * len / blocks, (p + 1) * len / blocks);
+                let g = self;
+                s.spawn(move |_| {
+                    let (r, c) = match rows {
+                        true => (lo..hi, 0..n),
+                        false => (0..m, lo..hi),
+                    };
+                    // SAFETY: a sub-range of the caller's product; blocks are disjoint.
+                    unsafe { g.block(r, c, k) };
+                });
+            }
+        });
+    }
+
+    /// One single-threaded `gemm` call on rows `r` and columns `c` of the product.
+    ///
+    /// # Safety
+    /// As [`Strided::run`].
+    unsafe fn block(&self, r: std::ops::Range<usize>, c: std::ops::Range<usize>, k: usize) {
+        let (m, n) = (r.len(), c.len());
+        if m == 0 || n == 0 {
+            return;
+        }
+        // SAFETY: in bounds by the caller's contract. The `gemm` crate computes
+        // `dst ← α_g·dst + β_g·lhs·rhs`: our β scales C, our α the product.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                self.c.0.add(r.start * self.sc[0] + c.start * self.sc[1]),
+                self.sc[1] as isize,
+                self.sc[0] as isize,
+                self.beta != T::zero(),
+                self.a.add(r.start * self.sa[0]),
+                self.sa[1] as isize,
+                self.sa[0] as isize,
+                self.b.add(c.start * self.sb[1]),
+                self.sb[1] as isize,
+                self.sb[0] as isize,
+                self.beta,
+                self.alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+}
+
+impl Float for f64 {}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn tanh_act(self) -> f32 {
+        tanh_f32(self)
+    }
+
+    #[inline(always)]
+    fn sigmoid_act(self) -> f32 {
+        1.0 / (1.0 + exp_f32(-self))
+    }
+}
+
+/// `e^x` in f32 without branches or calls, so that loops over it vectorise: Cody and Waite's
+/// range reduction `x = n·ln 2 + r` and a degree-6 polynomial for `e^r` (the coefficients of
+/// Cephes' `expf`, Moshier 1992), scaled by `2^n` in two factors built from exponent bits (so
+/// that results near `f32::MAX` and among the subnormals stay exact). `inf` above
+/// `ln(f32::MAX)`, 0 below `ln` of half the smallest subnormal, NaN for NaN.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the published coefficients, as printed
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAX_ARG: f32 = 88.722_84; // ln(f32::MAX)
+    const MIN_ARG: f32 = -103.972_08; // ln(2^-150)
+    let xc = x.clamp(MIN_ARG, MAX_ARG);
+    // Rounded to nearest by adding and taking away 1.5·2^23 (what SSE2 vectorises; `round`
+    // is a libm call without SSE4.1).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    // n is in [-150, 128]: 2^n as 2^n1 · 2^n2, both normal.
+    let ni = n as i32;
+    let (n1, n2) = (ni >> 1, ni - (ni >> 1));
+    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let v = e * pow(n1) * pow(n2);
+    let v = if x > MAX_ARG { f32::INFINITY } else { v };
+    if x < MIN_ARG { 0.0 } else { v }
+}
+
+/// `tanh(x)` in f32 without branches or calls: an odd polynomial for `|x| < 0.625` (Cephes'
+/// `tanhf`, Moshier 1992), else `1 - 2/(e^{2|x|} + 1)` with the sign of `x`; ±1 at ±inf, NaN
+/// for NaN.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the published coefficients, as printed
+fn tanh_f32(x: f32) -> f32 {
+    let ax = x.abs();
+    let z = x * x;
+    let small =
+        ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+            - 3.333_328_2e-1)
+            * z
+            * x
+            + x;
+    let large = 1.0 - 2.0 / (exp_f32(2.0 * ax) + 1.0);
+    // The sign of x on both branches (tanh(-0) = -0).
+    if ax < 0.625 { small } else { large }.copysign(x)
+}
 
 /// A dense row-major tensor on the host.
 ///
@@ -215,5 +398,129 @@ impl<T: Float> Tensor<T> {
     /// Converts to another float type.
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         self.map(|v| U::from_f64_lossy(v.to_f64_lossy()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distance in units in the last place between two f32 of the same sign.
+    fn ulps(a: f32, b: f32) -> u32 {
+        if a == b {
+            return 0;
+        }
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    /// Every 97th f32 from -`max` to `max` (about 2·10⁷ values), and the edges.
+    fn sweep(max: f32) -> impl Iterator<Item = f32> {
+        let top = max.to_bits();
+        (0..=top)
+            .step_by(97)
+            .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
+            .chain([0.0, -0.0, max, -max, f32::MIN_POSITIVE, 1e-30])
+    }
+
+    #[test]
+    fn exp_is_within_one_ulp_and_exact_at_the_ends() {
+        let mut worst = (0, 0.0);
+        for x in sweep(110.0) {
+            let want = (x as f64).exp() as f32;
+            let got = exp_f32(x);
+            // Among the subnormals an ulp is relative to 2^-149; count absolute ulps there.
+            let u = ulps(got, want);
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+        assert!(worst.0 <= 1, "exp: {} ulps at {}", worst.0, worst.1);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_f32(89.0), f32::INFINITY);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn tanh_and_sigmoid_are_within_two_ulps_with_pytorchs_edges() {
+        let (mut wt, mut ws) = ((0, 0.0), (0, 0.0));
+        for x in sweep(120.0) {
+            let t = tanh_f32(x);
+            let u = ulps(t, (x as f64).tanh() as f32);
+            if u > wt.0 {
+                wt = (u, x);
+            }
+            let s = x.sigmoid_act();
+            if x < -88.722_84 {
+                // e^-x overflows f32: exactly 0, as the standard library's f32 gives.
+                assert_eq!(s, 0.0, "sigmoid({x})");
+                continue;
+            }
+            let u = ulps(s, (1.0 / (1.0 + (-(x as f64)).exp())) as f32);
+            if u > ws.0 {
+                ws = (u, x);
+            }
+        }
+        assert!(wt.0 <= 2, "tanh: {} ulps at {}", wt.0, wt.1);
+        assert!(ws.0 <= 2, "sigmoid: {} ulps at {}", ws.0, ws.1);
+        assert_eq!(tanh_f32(f32::INFINITY), 1.0);
+        assert_eq!(tanh_f32(f32::NEG_INFINITY), -1.0);
+        assert!(tanh_f32(f32::NAN).is_nan());
+        assert_eq!(tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(f32::NEG_INFINITY.sigmoid_act(), 0.0);
+        assert_eq!((-89.0f32).sigmoid_act(), 0.0, "0 where e^-v overflows");
+        assert_eq!(f32::INFINITY.sigmoid_act(), 1.0);
+        assert!(f32::NAN.sigmoid_act().is_nan());
+    }
+
+    /// A product cut into blocks gives the same bits on 1 thread and on 2, and agrees with a
+    /// plain f64 product; strides of every kind (transposed operands, a strided C).
+    #[test]
+    fn gemm_blocks_are_bit_identical_on_any_thread_count() {
+        let (m, k, n) = (300, 257, 190); // 14.6 M multiply-adds: 3 blocks of rows
+        let a: Vec<f32> = (0..m * k)
+            .map(|v| ((v * 7 % 29) as f32 - 14.0) / 29.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|v| ((v * 5 % 23) as f32 - 11.0) / 23.0)
+            .collect();
+        let run = |threads: usize, ta: bool, beta: f32| {
+            let mut c: Vec<f32> = (0..m * n * 2).map(|v| (v % 3) as f32).collect();
+            let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                f32::gemm(m, k, n, 0.5, &a, rsa, csa, &b, n, 1, beta, &mut c, 1, 2 * m);
+            });
+            c
+        };
+        for ta in [false, true] {
+            for beta in [0.0, 1.0] {
+                let one = run(1, ta, beta);
+                assert_eq!(
+                    one,
+                    run(2, ta, beta),
+                    "ta {ta}, beta {beta}: 1 vs 2 threads"
+                );
+                assert_eq!(
+                    one,
+                    run(3, ta, beta),
+                    "ta {ta}, beta {beta}: 1 vs 3 threads"
+                );
+                for (i, j) in [(0, 0), (m - 1, n - 1), (137, 55)] {
+                    let mut want = 0.0f64;
+                    for p in 0..k {
+                        let av = if ta { a[p * m + i] } else { a[i * k + p] };
+                        want += av as f64 * b[p * n + j] as f64;
+                    }
+                    let c0 = ((i + j * 2 * m) % 3) as f64;
+                    let want = 0.5 * want + beta as f64 * c0;
+                    let got = one[i + j * 2 * m] as f64;
+                    assert!((got - want).abs() < 1e-4, "({i}, {j}): {got} vs {want}");
+                }
+            }
+        }
     }
 }

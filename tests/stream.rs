@@ -94,7 +94,7 @@ fn chunks_of_any_length_equal_one_forward_pass() {
     }
 }
 
-/// A reset row restarts from zeros while the other rows continue unchanged.
+/// A reset row restarts from zeros while the other rows continue as if nothing happened.
 #[test]
 fn a_reset_row_restarts_from_zeros() {
     let (t, b) = (8, 3);
@@ -117,13 +117,19 @@ fn a_reset_row_restarts_from_zeros() {
             let rest = stream.feed(&steps(&x, 5, t)).unwrap();
             let r = cfg.real_hidden_size();
             let got = concat(&[first, rest.clone()]);
+            // To rounding: the CPU's GEMMs may take other kernels for other row counts.
             for bi in [0, 2] {
                 for s in 0..t {
                     let at = (s * b + bi) * r;
-                    assert_eq!(
-                        &got.data()[at..at + r],
-                        &whole.output.data()[at..at + r],
-                        "{what}: row {bi} step {s} continues unchanged"
+                    let (g, w) = (&got.data()[at..at + r], &whole.output.data()[at..at + r]);
+                    let err: f32 = g
+                        .iter()
+                        .zip(w)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    assert!(
+                        err < 1e-6,
+                        "{what}: row {bi} step {s} continues: {g:?} vs {w:?}"
                     );
                 }
             }

@@ -2,7 +2,7 @@
 //!
 //! It is the reference for the differential tests and a fair competitor in benchmarks: the
 //! input projection of all gates is one GEMM over all steps and each step one
-//! `[B, H] × [H, G·H]` GEMM, both through the `matrixmultiply` crate, then the cell's pointwise
+//! `[B, H] × [H, G·H]` GEMM, both through the `gemm` crate ([`crate::Float::gemm`]), then the cell's pointwise
 //! step ([`crate::cell::CellMath`]).
 
 mod backward;
@@ -299,6 +299,14 @@ fn forward_core<T: Float>(
                 }
             }
             let ld = l * d_n + d;
+            // W_hhᵀ laid out row-major [R, G·H] once, for the per-step product: the `gemm`
+            // crate then reads it without repacking it every step (about 2× faster for B > 1,
+            // BENCHMARKS.md, issue 13); one row of h reads W_hh as it is.
+            let w_hh_t = (b > 1).then(|| transpose(p.w_hh.data(), gh, r));
+            let (w_rec, rsw, csw) = match &w_hh_t {
+                Some(w) => (&w[..], gh, 1),
+                None => (p.w_hh.data(), 1, r),
+            };
             for s in 0..t_len {
                 let t = if d == 0 { s } else { t_len - 1 - s };
                 let tp = if d == 0 { t.wrapping_sub(1) } else { t + 1 };
@@ -333,9 +341,9 @@ fn forward_core<T: Float>(
                     &h_prev,
                     r,
                     1,
-                    p.w_hh.data(),
-                    1,
-                    r,
+                    w_rec,
+                    rsw,
+                    csw,
                     if split { T::one() } else { T::zero() },
                     &mut rec,
                     gh,
@@ -410,6 +418,17 @@ fn forward_core<T: Float>(
     }
     let output = trace.ys.last().expect("num_layers >= 1").clone();
     Ok((ForwardOutput { output, h_n, c_n }, trace))
+}
+
+/// `w` `[rows, cols]` row-major, transposed: `[cols, rows]` row-major.
+fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::zero(); rows * cols];
+    for (i, row) in w.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
 }
 
 /// Copies `dst.len()` values of `state` from `at` into `dst`, zeros when absent.

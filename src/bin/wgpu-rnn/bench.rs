@@ -227,7 +227,7 @@ pub fn run(ctx: Option<&Arc<GpuContext>>, opts: &Options) -> Result<()> {
             None => "not used".into(),
         };
         println!(
-            "benchmark suite{}, median of {repeats} after a warm-up; GPU: {gpu}; CPU: matrixmultiply",
+            "benchmark suite{}, median of {repeats} after a warm-up; GPU: {gpu}; CPU: gemm crate",
             if opts.quick { " at --quick sizes" } else { "" }
         );
         println!(
