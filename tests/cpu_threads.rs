@@ -1,0 +1,78 @@
+//! The CPU path's products are cut into blocks by shape alone (`wgpu_rnn::tensor::SPLIT_WORK`)
+//! and the blocks run on rayon's threads: forward and backward passes, and training steps,
+//! give the same bits on 1, 2 and 3 threads.
+
+mod common;
+
+use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
+use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams};
+
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// Shapes large enough that every kind of product is cut: a step of B = 32, H = 128 (and
+/// 4·128 gate rows for LSTM) is 2–8 M multiply-adds, the input projection of T·B = 640 rows
+/// 15 M and more.
+#[test]
+fn passes_are_bit_identical_on_any_thread_count() {
+    let (t, b, i) = (20, 32, 48);
+    let configs = Cell::ALL
+        .map(|c| RnnConfig::new(c, i, 128).layers(2))
+        .into_iter()
+        .chain([RnnConfig::new(Cell::Lstm, i, 128)
+            .proj_size(40)
+            .bidirectional(true)]);
+    for (n, cfg) in configs.enumerate() {
+        let params = RnnParams::random(cfg, 70 + n as u64);
+        let x = common::random::<f32>(&[t, b, i], 1.0, 71);
+        let gy = common::random::<f32>(&[t, b, cfg.output_size()], 1.0, 72);
+        let run = |threads| {
+            on_threads(threads, || {
+                let mut rnn = Rnn::new(params.clone(), &Device::Cpu).unwrap();
+                let out = rnn.forward(&x, None).unwrap();
+                let g = rnn.backward(&gy, None).unwrap();
+                (out, g)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            assert!(
+                run(threads) == one,
+                "{cfg:?}: 1 and {threads} threads differ"
+            );
+        }
+    }
+}
+
+#[test]
+fn training_steps_are_bit_identical_on_any_thread_count() {
+    let cfg = RnnConfig::new(Cell::Gru, 16, 160).layers(2);
+    let model = SeqModel::new(cfg, Task::Regression { outputs: 3 }, 5).unwrap();
+    let batch = Batch::Values {
+        input: common::random(&[24, 32, 16], 1.0, 6),
+        target: common::random(&[24, 32, 3], 1.0, 7),
+    };
+    let train = |threads| {
+        on_threads(threads, || {
+            let tc = TrainConfig {
+                optimizer: Optimizer::adam(1e-3),
+                clip_norm: Some(1.0),
+            };
+            let mut tr = Trainer::new(TrainState::new(model.clone()), tc, &Device::Cpu).unwrap();
+            let losses: Vec<f64> = (0..3)
+                .map(|_| {
+                    tr.step(&batch, false).unwrap();
+                    tr.loss().unwrap()
+                })
+                .collect();
+            (losses, tr.model().unwrap().rnn)
+        })
+    };
+    let one = train(1);
+    assert!(train(2) == one, "1 and 2 threads differ");
+}
