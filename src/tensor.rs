@@ -105,12 +105,13 @@ pub(crate) fn simd_level() -> u8 {
 }
 
 /// Multiply-adds (`m·n·k`) from which [`Float::gemm`] cuts a product into blocks that run on
-/// several threads (`work / SPLIT_WORK` blocks, at most 8): a product below it is one call on
+/// several threads (`work / SPLIT_WORK` blocks, at most 8): a product up to it is one call on
 /// one thread, since forking costs more than it saves there. Measured on this project's 2-core
-/// machine (BENCHMARKS.md, issue 13): with the recurrent step's `W_hhᵀ` unpacked, cutting at
-/// 2^20 (about 8 µs of work) gave the `mid`-shaped Elman forward 6.1 ms against 8.8 ms uncut,
-/// LSTM 25.7 against 40.6 ms, GRU 16.4 against 26.9 ms; 2^21 and 2^22 lay between.
-pub const SPLIT_WORK: usize = 1 << 20;
+/// machine (`examples/gemm_candidates.rs` and `wgpu-rnn bench --device cpu`, BENCHMARKS.md,
+/// issue 13): the suite's recurrent steps (2–17 M) lose time when cut (`mid` forward 8.2–8.7 ms
+/// at 2^24 against 10.9–11.0 ms at 2^20, where its step is cut in two), the input projections
+/// and weight gradients (10⁸–10⁹) gain 1.6–2×.
+pub const SPLIT_WORK: usize = 1 << 24;
 
 /// The most blocks a product is cut into.
 const MAX_BLOCKS: usize = 8;
@@ -477,7 +478,7 @@ mod tests {
     /// plain f64 product; strides of every kind (transposed operands, a strided C).
     #[test]
     fn gemm_blocks_are_bit_identical_on_any_thread_count() {
-        let (m, k, n) = (300, 257, 190); // 14.6 M multiply-adds: 8 blocks of rows
+        let (m, k, n) = (1500, 257, 190); // 73 M multiply-adds: 4 blocks of rows
         let a: Vec<f32> = (0..m * k)
             .map(|v| ((v * 7 % 29) as f32 - 14.0) / 29.0)
             .collect();
@@ -509,7 +510,7 @@ mod tests {
                     run(3, ta, beta),
                     "ta {ta}, beta {beta}: 1 vs 3 threads"
                 );
-                for (i, j) in [(0, 0), (m - 1, n - 1), (137, 55)] {
+                for (i, j) in [(0, 0), (m - 1, n - 1), (137, 55), (1100, 3)] {
                     let mut want = 0.0f64;
                     for p in 0..k {
                         let av = if ta { a[p * m + i] } else { a[i * k + p] };

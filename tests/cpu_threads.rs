@@ -15,14 +15,14 @@ fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         .install(f)
 }
 
-/// Shapes large enough that every kind of product is cut: a step of B = 32, H = 128 (and
-/// 4·128 gate rows for LSTM) is 2–8 M multiply-adds, the input projection of T·B = 640 rows
-/// 15 M and more.
+/// Shapes large enough that products are cut into blocks (from 2^24 multiply-adds): the
+/// recurrent weights' gradients (G·H × T·B × H = 84–335 M) and the gated cells' input
+/// projections (T·B × I × G·H = 63–84 M).
 #[test]
 fn passes_are_bit_identical_on_any_thread_count() {
-    let (t, b, i) = (20, 32, 48);
+    let (t, b, i) = (40, 32, 64);
     let configs = Cell::ALL
-        .map(|c| RnnConfig::new(c, i, 128).layers(2))
+        .map(|c| RnnConfig::new(c, i, 256).layers(2))
         .into_iter()
         .chain([RnnConfig::new(Cell::Lstm, i, 128)
             .proj_size(40)
