@@ -94,6 +94,17 @@ fn chunks_of_any_length_equal_one_forward_pass() {
     }
 }
 
+/// Every element of `got` within `tol` of `want`.
+#[track_caller]
+fn assert_within(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(err < tol, "{what}: {got:?} vs {want:?}");
+}
+
 /// A reset row restarts from zeros while the other rows continue as if nothing happened.
 #[test]
 fn a_reset_row_restarts_from_zeros() {
@@ -122,28 +133,18 @@ fn a_reset_row_restarts_from_zeros() {
                 for s in 0..t {
                     let at = (s * b + bi) * r;
                     let (g, w) = (&got.data()[at..at + r], &whole.output.data()[at..at + r]);
-                    let err: f32 = g
-                        .iter()
-                        .zip(w)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max);
-                    assert!(
-                        err < 1e-6,
-                        "{what}: row {bi} step {s} continues: {g:?} vs {w:?}"
-                    );
+                    let what = format!("{what}: row {bi} step {s} continues");
+                    assert_within(g, w, 1e-6, &what);
                 }
             }
             for s in 0..t - 5 {
                 let at = (s * b + 1) * r;
                 let (g, w) = (&rest.data()[at..at + r], &tail.output.data()[at..at + r]);
-                let err: f32 = g
-                    .iter()
-                    .zip(w)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(
-                    err < 1e-5,
-                    "{what}: row 1 step {s} after the reset: {g:?} vs {w:?}"
+                assert_within(
+                    g,
+                    w,
+                    1e-5,
+                    &format!("{what}: row 1 step {s} after the reset"),
                 );
             }
             // A full reset gives zeros; a bad row is an error naming rows.

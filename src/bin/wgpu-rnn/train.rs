@@ -273,14 +273,7 @@ pub fn plot_losses(
         .map_err(|e| err(&e))?
         .label("validation")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    finish_chart(path, chart, &root)
 }
 
 /// `wgpu-rnn train`: a character language model.
@@ -567,6 +560,37 @@ pub fn predict(
     Ok(())
 }
 
+/// Draws a chart's legend and writes the file.
+fn finish_chart<'a, 'b: 'a>(
+    path: &Path,
+    mut chart: plotters::prelude::ChartContext<
+        'a,
+        plotters::prelude::SVGBackend<'b>,
+        plotters::prelude::Cartesian2d<
+            plotters::coord::types::RangedCoordf64,
+            plotters::coord::types::RangedCoordf64,
+        >,
+    >,
+    root: &plotters::prelude::DrawingArea<
+        plotters::prelude::SVGBackend<'b>,
+        plotters::coord::Shift,
+    >,
+) -> Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 /// Draws the end of the data and the forecast after it as an SVG line chart.
 fn plot_forecast(path: &Path, data: &[f32], forecast: &[f32]) -> Result<()> {
     use plotters::prelude::*;
@@ -617,14 +641,7 @@ fn plot_forecast(path: &Path, data: &[f32], forecast: &[f32]) -> Result<()> {
         .map_err(|e| err(&e))?
         .label("forecast")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    finish_chart(path, chart, &root)
 }
 
 /// Median milliseconds per training step on `device` (after a warm-up step); each step reads
