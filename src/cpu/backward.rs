@@ -127,9 +127,9 @@ pub(crate) fn backward_input<T: Float>(
     let mut grad_c0 = (c_len > 0).then(|| Tensor::zeros(&[ld_n, b, h]));
     let mut d_y = grad_output.clone();
     // δX and δR of one direction, [T·B, G·H] (δR only when the cell splits them).
-    let mut d_x = vec![T::zero(); t_len * b * gh];
-    let mut d_r = vec![T::zero(); if split { t_len * b * gh } else { 0 }];
-    let mut h_prev = vec![T::zero(); t_len * b * r];
+    let mut d_x = super::pool::zeroed(t_len * b * gh);
+    let mut d_r = super::pool::zeroed(if split { t_len * b * gh } else { 0 });
+    let mut h_prev = super::pool::zeroed(t_len * b * r);
     let mut c_prev = vec![T::zero(); b * c_len];
     let mut carry = vec![T::zero(); b * r];
     let mut carry_c = vec![T::zero(); b * c_len];
@@ -137,7 +137,7 @@ pub(crate) fn backward_input<T: Float>(
     // ∂L/∂h_t of every step and row [T·B, R] (kept for ∂W_hr with a projection), and with a
     // projection ∂L/∂m_t = ∂L/∂h_t·W_hr of one step [B, H], which the cell's backward takes
     // as its dh.
-    let mut dh_all = vec![T::zero(); t_len * b * r];
+    let mut dh_all = super::pool::zeroed(t_len * b * r);
     let mut dm = vec![T::zero(); b * m_len];
     for l in (0..cfg.num_layers).rev() {
         let x = match (l, input) {
@@ -148,7 +148,8 @@ pub(crate) fn backward_input<T: Float>(
         let i_l = cfg.layer_input_size(l);
         let y = &ys[l];
         let (cs, saved, ms) = (&trace.cs[l], &trace.saved[l], &trace.ms[l]);
-        let mut d_in = Tensor::zeros(&[t_len, b, if x.is_some() { i_l } else { 0 }]);
+        let i_x = if x.is_some() { i_l } else { 0 };
+        let mut d_in = Tensor::new(vec![t_len, b, i_x], super::pool::zeroed(t_len * b * i_x))?;
         for d in 0..d_n {
             let ld = l * d_n + d;
             let p = params.layer(l, d);
@@ -380,7 +381,10 @@ pub(crate) fn backward_input<T: Float>(
         {
             d.apply(l - 1, d_in.data_mut());
         }
-        d_y = d_in;
+        super::pool::recycle(std::mem::replace(&mut d_y, d_in).into_data());
+    }
+    for v in [d_x, d_r, h_prev, dh_all] {
+        super::pool::recycle(v);
     }
     let grad_input = matches!(input, Input::Dense(_)).then_some(d_y);
     Ok((

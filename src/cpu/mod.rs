@@ -6,6 +6,7 @@
 //! step ([`crate::cell::CellMath`]).
 
 mod backward;
+mod pool;
 
 pub use backward::backward;
 pub(crate) use backward::backward_input;
@@ -24,7 +25,7 @@ use crate::tensor::{Float, Tensor};
 /// unprojected `m_t = o⊙tanh(c_t)` `[T, B, D·H]`; in training with dropout, the masked
 /// outputs that fed the layers above and the [`Dropout`] that drew the masks.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Trace<T = f32> {
+pub struct Trace<T: Float = f32> {
     ys: Vec<Tensor<T>>,
     /// Layer `l`'s output after the mask, the input of layer `l + 1` (`L - 1` of them), with
     /// dropout; empty without.
@@ -39,7 +40,25 @@ pub struct Trace<T = f32> {
     lengths: Vec<usize>,
 }
 
-impl<T> Trace<T> {
+/// A trace's buffers go back to this thread's kept buffers, for the next pass.
+impl<T: Float> Drop for Trace<T> {
+    fn drop(&mut self) {
+        let tensors = self.ys.drain(..).chain(self.dropped.drain(..));
+        for t in tensors {
+            pool::recycle(t.into_data());
+        }
+        for v in self
+            .cs
+            .drain(..)
+            .chain(self.saved.drain(..))
+            .chain(self.ms.drain(..))
+        {
+            pool::recycle(v);
+        }
+    }
+}
+
+impl<T: Float> Trace<T> {
     /// Every layer's output, `[T, B, D·H]` each.
     pub fn layer_outputs(&self) -> &[Tensor<T>] {
         &self.ys
@@ -247,16 +266,17 @@ fn forward_core<T: Float>(
         ms: Vec::new(),
         lengths: lengths.to_vec(),
     };
-    let mut proj_x = vec![T::zero(); t_len * b * gh];
-    let mut rec = vec![T::zero(); b * gh];
+    // Work buffers and the trace's come from this thread's kept buffers (`pool`).
+    let mut proj_x = pool::zeroed(t_len * b * gh);
+    let mut rec = pool::zeroed(b * gh);
     let mut h_prev = vec![T::zero(); b * r];
     let mut c_prev = vec![T::zero(); b * c_len];
     for l in 0..cfg.num_layers {
         let i_l = cfg.layer_input_size(l);
-        let mut y = Tensor::zeros(&[t_len, b, dr]);
-        let mut cs = vec![T::zero(); t_len * b * d_n * c_len];
-        let mut ms = vec![T::zero(); t_len * b * d_n * m_len];
-        let mut saved = vec![T::zero(); d_n * t_len * b * s_h];
+        let mut y = Tensor::new(vec![t_len, b, dr], pool::zeroed(t_len * b * dr))?;
+        let mut cs = pool::zeroed(t_len * b * d_n * c_len);
+        let mut ms = pool::zeroed(t_len * b * d_n * m_len);
+        let mut saved = pool::zeroed(d_n * t_len * b * s_h);
         for d in 0..d_n {
             let p = params.layer(l, d);
             // X = X·W_ihᵀ + b_ih + the b_hh blocks that fold, for all steps at once; the
@@ -416,7 +436,10 @@ fn forward_core<T: Float>(
         trace.ms.push(ms);
         trace.saved.push(saved);
     }
-    let output = trace.ys.last().expect("num_layers >= 1").clone();
+    pool::recycle(proj_x);
+    pool::recycle(rec);
+    let last = trace.ys.last().expect("num_layers >= 1");
+    let output = Tensor::new(last.shape().to_vec(), pool::copy_of(last.data()))?;
     Ok((ForwardOutput { output, h_n, c_n }, trace))
 }
 
