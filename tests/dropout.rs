@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{token_batch, value_batch};
+
 use wgpu_rnn::dropout::{Dropout, philox4x32_10};
 use wgpu_rnn::train::checkpoint::Checkpoint;
 use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
@@ -91,28 +93,6 @@ fn the_dropped_fraction_is_p_within_4_sigma() {
                 (frac - f64::from(p)).abs() / sigma
             );
         }
-    }
-}
-
-fn token_batch(t: usize, b: usize, vocab: u32, seed: u64) -> Batch {
-    let x: Tensor = common::random(&[t * b + b], 1.0, seed);
-    let ids: Vec<u32> = x
-        .data()
-        .iter()
-        .map(|v| ((v + 1.0) * 0.5 * vocab as f32) as u32 % vocab)
-        .collect();
-    Batch::Tokens {
-        t,
-        b,
-        inputs: ids[..t * b].to_vec(),
-        targets: ids[b..].to_vec(),
-    }
-}
-
-fn value_batch(t: usize, b: usize, i: usize, o: usize, seed: u64) -> Batch {
-    Batch::Values {
-        input: common::random(&[t, b, i], 1.0, seed),
-        target: common::random(&[t, b, o], 0.5, seed + 1),
     }
 }
 

@@ -3,32 +3,12 @@
 
 mod common;
 
+use common::{token_batch, value_batch};
+
 use wgpu_rnn::train::{
     Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer, clip_scale, update,
 };
 use wgpu_rnn::{Cell, Device, RnnConfig, Tensor, TensorFile};
-
-fn token_batch(t: usize, b: usize, vocab: u32, seed: u64) -> Batch {
-    let x: Tensor = common::random(&[t * b + b], 1.0, seed);
-    let ids: Vec<u32> = x
-        .data()
-        .iter()
-        .map(|v| ((v + 1.0) * 0.5 * vocab as f32) as u32 % vocab)
-        .collect();
-    Batch::Tokens {
-        t,
-        b,
-        inputs: ids[..t * b].to_vec(),
-        targets: ids[b..].to_vec(),
-    }
-}
-
-fn value_batch(t: usize, b: usize, i: usize, o: usize, seed: u64) -> Batch {
-    Batch::Values {
-        input: common::random(&[t, b, i], 1.0, seed),
-        target: common::random(&[t, b, o], 0.5, seed + 1),
-    }
-}
 
 fn models() -> Vec<(SeqModel, Batch, &'static str)> {
     let tok = RnnConfig::new(Cell::RnnTanh, 11, 17)

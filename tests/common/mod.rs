@@ -146,3 +146,29 @@ pub fn golden(name: &str, kind: &str) -> std::path::PathBuf {
         .join("tests/golden")
         .join(format!("{name}.{kind}.safetensors"))
 }
+
+/// A batch of `b` windows of `t` random tokens below `vocab`, each target the next token.
+#[allow(dead_code)]
+pub fn token_batch(t: usize, b: usize, vocab: u32, seed: u64) -> wgpu_rnn::train::Batch {
+    let x: wgpu_rnn::Tensor = random(&[t * b + b], 1.0, seed);
+    let ids: Vec<u32> = x
+        .data()
+        .iter()
+        .map(|v| ((v + 1.0) * 0.5 * vocab as f32) as u32 % vocab)
+        .collect();
+    wgpu_rnn::train::Batch::Tokens {
+        t,
+        b,
+        inputs: ids[..t * b].to_vec(),
+        targets: ids[b..].to_vec(),
+    }
+}
+
+/// A batch of random inputs `[t, b, i]` and targets `[t, b, o]`.
+#[allow(dead_code)]
+pub fn value_batch(t: usize, b: usize, i: usize, o: usize, seed: u64) -> wgpu_rnn::train::Batch {
+    wgpu_rnn::train::Batch::Values {
+        input: random(&[t, b, i], 1.0, seed),
+        target: random(&[t, b, o], 0.5, seed + 1),
+    }
+}
