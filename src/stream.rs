@@ -14,8 +14,9 @@ use crate::{RnnConfig, cpu};
 /// state `h` (and `c`) kept between calls, on the GPU (resident in device memory: one submit
 /// per chunk, no state upload, no buffer or bind group created after the first chunk of a
 /// given length) or on the CPU (host tensors; each chunk allocates its output and the new
-/// state, as [`crate::cpu::forward`] does). Feeding a sequence in chunks of any lengths gives the outputs and final state
-/// of one forward pass over the whole sequence.
+/// state, as [`crate::cpu::forward`] does). Feeding a sequence in chunks of any lengths gives
+/// the outputs and final state of one forward pass over the whole sequence (to rounding on
+/// the CPU, whose GEMMs may take other kernels for other row counts).
 ///
 /// Inputs are time-major chunks `[t, B, I]` (or one step `[B, I]`), outputs `[t, B, R]`
 /// (`[B, R]`), `R` being [`RnnConfig::real_hidden_size`]. The state starts at zeros;
