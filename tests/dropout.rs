@@ -11,7 +11,9 @@ use common::{token_batch, value_batch};
 use wgpu_rnn::dropout::{Dropout, philox4x32_10};
 use wgpu_rnn::train::checkpoint::Checkpoint;
 use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};
-use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, State, Tensor, TensorFile, cpu, gpu};
+use wgpu_rnn::{
+    Cell, Device, LayerParams, Rnn, RnnConfig, RnnParams, State, Tensor, TensorFile, cpu, gpu,
+};
 
 /// Random123's known-answer vectors for Philox4x32-10 (its `kat_vectors`): counter, key,
 /// output.
@@ -210,20 +212,7 @@ fn gpu_and_cpu_trajectories_agree_with_dropout() {
         let state = TrainState::new(model.clone()).dropout_seed(0xfeed_0000_0001);
         let (c, cl) = run(state.clone(), &batch, &Device::Cpu, 4);
         let (g, gl) = run(state, &batch, &gpu, 4);
-        for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
-                "{what}: loss at step {i}: cpu {a}, gpu {b}"
-            );
-        }
-        for (name, t) in c.model.rnn.to_tensor_file().tensors {
-            common::assert_close(
-                &format!("{what}: {name}"),
-                &g.model.rnn.to_tensor_file().tensors[&name],
-                &t,
-                1e-4,
-            );
-        }
+        common::assert_trajectories_agree(&what, (&c, &cl), (&g, &gl));
         common::assert_close(
             &format!("{what}: head"),
             &g.model.head_w,
@@ -467,72 +456,34 @@ fn cpu_gradients_through_a_fixed_mask_match_finite_differences() {
                     numeric[i]
                 );
             };
+            // Every parameter tensor of every layer-direction, by PyTorch's name.
+            fn slot(p: &mut LayerParams<f64>, k: usize) -> Option<&mut Tensor<f64>> {
+                match k {
+                    0 => Some(&mut p.w_ih),
+                    1 => Some(&mut p.w_hh),
+                    2 => p.b_ih.as_mut(),
+                    3 => p.b_hh.as_mut(),
+                    _ => p.w_hr.as_mut(),
+                }
+            }
+            let names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"];
             for idx in 0..ld {
-                let n_ih = p.params.layers()[idx].w_ih.len();
-                let n_hh = p.params.layers()[idx].w_hh.len();
-                let n_b = p.params.layers()[idx].b_ih.as_ref().map_or(0, |t| t.len());
-                let num: Vec<f64> = (0..n_ih)
-                    .map(|j| {
-                        numeric(&mut p, &|p| {
-                            &mut p.params.layers_mut()[idx].w_ih.data_mut()[j]
-                        })
-                    })
-                    .collect();
-                check(
-                    &format!("weight_ih {idx}"),
-                    grads.params.layers()[idx].w_ih.data(),
-                    &num,
-                );
-                let num: Vec<f64> = (0..n_hh)
-                    .map(|j| {
-                        numeric(&mut p, &|p| {
-                            &mut p.params.layers_mut()[idx].w_hh.data_mut()[j]
-                        })
-                    })
-                    .collect();
-                check(
-                    &format!("weight_hh {idx}"),
-                    grads.params.layers()[idx].w_hh.data(),
-                    &num,
-                );
-                let num: Vec<f64> = (0..n_b)
-                    .map(|j| {
-                        numeric(&mut p, &|p| {
-                            &mut p.params.layers_mut()[idx].b_ih.as_mut().unwrap().data_mut()[j]
-                        })
-                    })
-                    .collect();
-                check(
-                    &format!("bias_ih {idx}"),
-                    grads.params.layers()[idx].b_ih.as_ref().unwrap().data(),
-                    &num,
-                );
-                let num: Vec<f64> = (0..n_b)
-                    .map(|j| {
-                        numeric(&mut p, &|p| {
-                            &mut p.params.layers_mut()[idx].b_hh.as_mut().unwrap().data_mut()[j]
-                        })
-                    })
-                    .collect();
-                check(
-                    &format!("bias_hh {idx}"),
-                    grads.params.layers()[idx].b_hh.as_ref().unwrap().data(),
-                    &num,
-                );
-                let n_hr = p.params.layers()[idx].w_hr.as_ref().map_or(0, |t| t.len());
-                if n_hr > 0 {
-                    let num: Vec<f64> = (0..n_hr)
+                for (k, name) in names.iter().enumerate() {
+                    let mut layer = p.params.layers()[idx].clone();
+                    let Some(n) = slot(&mut layer, k).map(|t| t.len()) else {
+                        continue;
+                    };
+                    let num: Vec<f64> = (0..n)
                         .map(|j| {
                             numeric(&mut p, &|p| {
-                                &mut p.params.layers_mut()[idx].w_hr.as_mut().unwrap().data_mut()[j]
+                                let l = &mut p.params.layers_mut()[idx];
+                                &mut slot(l, k).expect("present above").data_mut()[j]
                             })
                         })
                         .collect();
-                    check(
-                        &format!("weight_hr {idx}"),
-                        grads.params.layers()[idx].w_hr.as_ref().unwrap().data(),
-                        &num,
-                    );
+                    let mut g = grads.params.layers()[idx].clone();
+                    let analytic = slot(&mut g, k).expect("same tensors as the parameters");
+                    check(&format!("{name} {idx}"), analytic.data(), &num);
                 }
             }
             let num: Vec<f64> = (0..p.x.len())

@@ -81,20 +81,7 @@ fn trajectories_agree(
 ) -> (TrainState, TrainState) {
     let (c, cl) = run(model, batch, cfg, &Device::Cpu, 4, true);
     let (g, gl) = run(model, batch, cfg, gpu, 4, true);
-    for (i, (a, b)) in cl.iter().zip(&gl).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
-            "{what}: loss at step {i}: cpu {a}, gpu {b}"
-        );
-    }
-    for (name, t) in c.model.rnn.to_tensor_file().tensors {
-        common::assert_close(
-            &format!("{what}: {name}"),
-            &g.model.rnn.to_tensor_file().tensors[&name],
-            &t,
-            1e-4,
-        );
-    }
+    common::assert_trajectories_agree(what, (&c, &cl), (&g, &gl));
     (c, g)
 }
 

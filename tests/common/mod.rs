@@ -172,3 +172,28 @@ pub fn value_batch(t: usize, b: usize, i: usize, o: usize, seed: u64) -> wgpu_rn
         target: random(&[t, b, o], 0.5, seed + 1),
     }
 }
+
+/// A CPU and a GPU training run of the same steps agree: every loss and every stack
+/// parameter within 1e-4 relative.
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_trajectories_agree(
+    what: &str,
+    (c, cl): (&wgpu_rnn::train::TrainState, &[f64]),
+    (g, gl): (&wgpu_rnn::train::TrainState, &[f64]),
+) {
+    for (i, (a, b)) in cl.iter().zip(gl).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+            "{what}: loss at step {i}: cpu {a}, gpu {b}"
+        );
+    }
+    for (name, t) in c.model.rnn.to_tensor_file().tensors {
+        assert_close(
+            &format!("{what}: {name}"),
+            &g.model.rnn.to_tensor_file().tensors[&name],
+            &t,
+            1e-4,
+        );
+    }
+}
