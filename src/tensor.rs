@@ -250,7 +250,8 @@ fn exp_f32(x: f32) -> f32 {
     // Rounded to nearest by adding and taking away 1.5·2^23 (what SSE2 vectorises; `round`
     // is a libm call without SSE4.1).
     const ROUND: f32 = 12_582_912.0;
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -259,10 +260,13 @@ fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    // n is in [-150, 128]: 2^n as 2^n1 · 2^n2, both normal.
-    let ni = n as i32;
-    let (n1, n2) = (ni >> 1, ni - (ni >> 1));
-    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    // n is in [-150, 128]: 2^n as 2^n1 · 2^n2, both normal. The integer n is read from the
+    // low bits of `shifted` (its exponent is fixed by ROUND), not cast with `as i32`, whose
+    // saturating semantics the compiler scalarises lane by lane; for NaN it is garbage that
+    // the NaN in `e` absorbs, hence the wrapping arithmetic.
+    let ni = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let (n1, n2) = (ni >> 1, ni.wrapping_sub(ni >> 1));
+    let pow = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
     let v = e * pow(n1) * pow(n2);
     let v = if x > MAX_ARG { f32::INFINITY } else { v };
     if x < MIN_ARG { 0.0 } else { v }
