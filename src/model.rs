@@ -55,6 +55,8 @@ pub struct Rnn {
     engine: Engine,
     /// The layout of the last forward pass's tensors, which its backward pass takes too.
     layout: Layout,
+    /// Whether a forward pass keeps what [`Rnn::backward`] needs ([`Rnn::set_grad_enabled`]).
+    grad: bool,
 }
 
 /// How a call lays out its sequences: PyTorch's `nn.RNN` takes batched time-major input
@@ -144,7 +146,33 @@ impl Rnn {
             device: device.clone(),
             engine,
             layout: Layout::TimeMajor,
+            grad: true,
         })
+    }
+
+    /// Whether forward passes keep what [`Rnn::backward`] needs (on by default): PyTorch's
+    /// `torch.set_grad_enabled`. Off, a forward pass is inference only, as under
+    /// `torch.no_grad()`: on the CPU it keeps no record of the pass (the cells' saved
+    /// activations, `S·H` values per step and row, are the largest; the input and state are
+    /// not copied), which makes it faster and smaller; on the GPU it runs as before. In both
+    /// cases [`Rnn::backward`] after such a pass is an error.
+    ///
+    /// # Example
+    /// ```
+    /// use wgpu_rnn::{Cell, Device, Rnn, RnnConfig, RnnParams, Tensor};
+    /// let mut rnn = Rnn::new(RnnParams::random(RnnConfig::new(Cell::Lstm, 2, 3), 0), &Device::Cpu)?;
+    /// rnn.set_grad_enabled(false);
+    /// let out = rnn.forward(&Tensor::full(&[4, 1, 2], 0.5), None)?;
+    /// assert!(rnn.backward(&Tensor::full(out.output.shape(), 1.0), None).is_err());
+    /// # Ok::<(), wgpu_rnn::Error>(())
+    /// ```
+    pub fn set_grad_enabled(&mut self, enabled: bool) {
+        self.grad = enabled;
+    }
+
+    /// Whether forward passes keep what [`Rnn::backward`] needs ([`Rnn::set_grad_enabled`]).
+    pub fn grad_enabled(&self) -> bool {
+        self.grad
     }
 
     /// The parameters (host copy).
@@ -262,6 +290,23 @@ impl Rnn {
         lengths: Option<&[usize]>,
     ) -> Result<ForwardOutput> {
         match &mut self.engine {
+            Engine::Cpu(_) if !self.grad => {
+                let (t, b) = cpu::check_inputs(self.params.config(), input, state)?;
+                let lengths = match lengths {
+                    Some(l) => {
+                        let l: Vec<i64> = l.iter().map(|&v| v as i64).collect();
+                        cpu::check_lengths(&l, t, b)?
+                    }
+                    None => vec![t; b],
+                };
+                let input = cpu::Input::Dense(input);
+                cpu::forward_no_grad(&self.params, input, state, &lengths)
+            }
+            Engine::Gpu(g) if !self.grad => {
+                let out = g.forward_lengths(input, state, lengths)?;
+                g.forget_forward();
+                Ok(out)
+            }
             Engine::Cpu(trace) => {
                 *trace = None;
                 let (out, tr) = match lengths {
@@ -349,7 +394,8 @@ impl Rnn {
     ) -> Result<Gradients> {
         match &mut self.engine {
             Engine::Cpu(None) => Err(crate::Error::config(
-                "backward: no forward pass to differentiate; call forward first",
+                "backward: no forward pass to differentiate; call forward first, with \
+                 gradients enabled (set_grad_enabled)",
             )),
             Engine::Cpu(Some(t)) => {
                 let (x, h0, c0, trace) = &**t;

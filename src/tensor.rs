@@ -44,22 +44,23 @@ pub trait Float:
         assert!(a.len() >= span(m, k, rsa, csa), "gemm: a too short");
         assert!(b.len() >= span(k, n, rsb, csb), "gemm: b too short");
         assert!(c.len() >= span(m, n, rsc, csc), "gemm: c too short");
-        if m == 0 || n == 0 {
-            return;
+        // SAFETY: the asserts above bound every index of the whole product, and the slices'
+        // borrows keep other threads away from them.
+        unsafe {
+            gemm_raw(
+                m,
+                k,
+                n,
+                alpha,
+                a.as_ptr(),
+                [rsa, csa],
+                b.as_ptr(),
+                [rsb, csb],
+                beta,
+                c.as_mut_ptr(),
+                [rsc, csc],
+            )
         }
-        let g = Strided {
-            a: a.as_ptr(),
-            sa: [rsa, csa],
-            b: b.as_ptr(),
-            sb: [rsb, csb],
-            c: SendPtr(c.as_mut_ptr()),
-            sc: [rsc, csc],
-            alpha,
-            beta,
-        };
-        // SAFETY: the asserts above bound every index of the whole product, and the blocks
-        // cover disjoint rows or columns of it.
-        unsafe { g.run(m, k, n) }
     }
 
     /// `tanh`, as the cells' activation (see the trait's docs).
@@ -102,6 +103,46 @@ pub(crate) fn simd_level() -> u8 {
         }
         0
     })
+}
+
+/// [`Float::gemm`] on raw pointers (strides as `[row, column]`), for a product whose output
+/// rows interleave with rows that other threads write at the same time (the CPU passes'
+/// blocks of batch rows), which no `&mut` slice may cover.
+///
+/// # Safety
+/// Every element of the `m×k` `a`, `k×n` `b` and `m×n` `c` must be in bounds of live
+/// allocations; during the call no other thread may write an element of `a` or `b`, nor read
+/// or write one of `c`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw<T: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    sa: [usize; 2],
+    b: *const T,
+    sb: [usize; 2],
+    beta: T,
+    c: *mut T,
+    sc: [usize; 2],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let g = Strided {
+        a,
+        sa,
+        b,
+        sb,
+        c: SendPtr(c),
+        sc,
+        alpha,
+        beta,
+    };
+    // SAFETY: the caller's contract bounds every index; the blocks cover disjoint rows or
+    // columns of the product.
+    unsafe { g.run(m, k, n) }
 }
 
 /// Multiply-adds (`m·n·k`) from which [`Float::gemm`] cuts a product into blocks that run on

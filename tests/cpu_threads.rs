@@ -1,6 +1,7 @@
-//! The CPU path's products are cut into blocks by shape alone (`wgpu_rnn::tensor::SPLIT_WORK`)
-//! and the blocks run on rayon's threads: forward and backward passes, and training steps,
-//! give the same bits on 1, 2 and 3 threads.
+//! The CPU path's large products are cut into blocks by shape alone
+//! (`wgpu_rnn::tensor::SPLIT_WORK`), and its time loops into blocks of 16 batch rows and the
+//! directions; the blocks run on rayon's threads: forward and backward passes, and training
+//! steps, give the same bits on 1, 2 and 3 threads.
 
 mod common;
 
@@ -75,4 +76,36 @@ fn training_steps_are_bit_identical_on_any_thread_count() {
     };
     let one = train(1);
     assert!(train(2) == one, "1 and 2 threads differ");
+}
+
+/// Inference (`set_grad_enabled(false)`, which keeps no trace) computes the same bits as a
+/// recorded pass, for every cell, a projection, both directions, several row blocks and
+/// variable lengths.
+#[test]
+fn inference_equals_the_recorded_pass() {
+    let (t, b, i) = (9, 37, 5);
+    let configs = Cell::ALL
+        .map(|c| RnnConfig::new(c, i, 12).layers(2).bidirectional(true))
+        .into_iter()
+        .chain([RnnConfig::new(Cell::Lstm, i, 12).proj_size(5)]);
+    let lengths: Vec<usize> = (0..b).map(|k| 1 + k % t).collect();
+    for (n, cfg) in configs.enumerate() {
+        let params = RnnParams::random(cfg, 80 + n as u64);
+        let x = common::random::<f32>(&[t, b, i], 1.0, 81);
+        let mut rnn = Rnn::new(params, &Device::Cpu).unwrap();
+        for l in [None, Some(&lengths[..])] {
+            let mut run = |grad| {
+                rnn.set_grad_enabled(grad);
+                match l {
+                    Some(l) => rnn.forward_with_lengths(&x, None, l).unwrap(),
+                    None => rnn.forward(&x, None).unwrap(),
+                }
+            };
+            let (kept, inferred) = (run(true), run(false));
+            assert!(
+                kept == inferred,
+                "{cfg:?}, lengths {l:?}: inference differs"
+            );
+        }
+    }
 }

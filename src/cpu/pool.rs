@@ -23,6 +23,16 @@ thread_local! {
 
 /// `n` zeros, in a kept buffer when one is large enough.
 pub(crate) fn zeroed<T: Float>(n: usize) -> Vec<T> {
+    take(n, true)
+}
+
+/// `n` values of unspecified content (zeros, or what a kept buffer held last), for a buffer
+/// that the pass writes whole before it reads it: a kept buffer is not zeroed first.
+pub(crate) fn scratch<T: Float>(n: usize) -> Vec<T> {
+    take(n, false)
+}
+
+fn take<T: Float>(n: usize, zero: bool) -> Vec<T> {
     if n >= MIN_KEPT {
         let found = KEPT.with_borrow_mut(|kept| {
             let best = kept
@@ -38,7 +48,10 @@ pub(crate) fn zeroed<T: Float>(n: usize) -> Vec<T> {
         });
         if let Some(b) = found {
             let mut v = *b.downcast::<Vec<T>>().expect("matched its type above");
-            v.clear();
+            if zero {
+                v.clear();
+            }
+            v.truncate(n);
             v.resize(n, T::zero());
             return v;
         }
@@ -48,7 +61,7 @@ pub(crate) fn zeroed<T: Float>(n: usize) -> Vec<T> {
 
 /// A copy of `src` in a kept buffer when one is large enough.
 pub(crate) fn copy_of<T: Float>(src: &[T]) -> Vec<T> {
-    let mut v = zeroed(src.len());
+    let mut v = scratch(src.len());
     v.copy_from_slice(src);
     v
 }

@@ -104,6 +104,8 @@ fn forward(
         }
         Device::Cpu => {
             let mut rnn = Rnn::new(params.clone(), device)?;
+            // Inference, as PyTorch's side runs under `torch.no_grad()`.
+            rnn.set_grad_enabled(false);
             let run = |rnn: &mut Rnn| match &lengths {
                 Some(l) => rnn.forward_with_lengths(&x, None, l),
                 None => rnn.forward(&x, None),
