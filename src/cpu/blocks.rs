@@ -67,7 +67,8 @@ impl<'a, T: Float> Shared<'a, T> {
         }
     }
 
-    /// The `n` values from `at`.
+    /// The `n` values from `at` (an empty slice for `n = 0`, wherever `at` is: a buffer that a
+    /// cell does not have is empty).
     ///
     /// # Safety
     /// While the slice lives, no other item reads or writes them.
@@ -76,9 +77,13 @@ impl<'a, T: Float> Shared<'a, T> {
     /// When they are not all in the buffer.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn at(&self, at: usize, n: usize) -> &'a mut [T] {
+        if n == 0 {
+            return &mut [];
+        }
         assert!(
             at <= self.len && n <= self.len - at,
-            "Shared::at out of bounds"
+            "Shared::at: {n} values from {at} in a buffer of {}",
+            self.len
         );
         // SAFETY: in bounds (above); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), n) }
