@@ -362,9 +362,9 @@ fn forward_core<T: Float>(
                     );
                 }
             }
-            // W_hhᵀ laid out row-major [R, G·H] once, for the per-step product: the `gemm`
-            // crate then reads it without repacking it every step (about 2× faster for B > 1,
-            // BENCHMARKS.md, issue 13); one row of h reads W_hh as it is.
+            // W_hhᵀ laid out row-major [R, G·H] (rows padded) once, for the per-step product:
+            // the `gemm` crate then reads it without repacking it every step (about 2× faster
+            // for B > 1, BENCHMARKS.md, issue 13); one row of h reads W_hh as it is.
             rec_w.push(((b > 1).then(|| transpose(p.w_hh.data(), gh, r)), rec_init));
         }
         let layer = Recurrence {
@@ -424,7 +424,8 @@ struct Recurrence<'a, T: Float> {
     params: &'a RnnParams<T>,
     /// The hoisted input projections `[D, T·B, G·H]`.
     proj_x: &'a [T],
-    /// Per direction: `W_hhᵀ` `[R, G·H]` (for B > 1; else `W_hh` is read as it is) and the
+    /// Per direction: `W_hhᵀ` `[R, G·H]` with padded rows ([`transpose`]; for B > 1, else
+    /// `W_hh` is read as it is) and the
     /// biases that start the recurrent product `[G·H]`.
     rec_w: &'a [(Option<Vec<T>>, Vec<T>)],
     /// The layer's output `[T, B, D·R]`.
@@ -464,7 +465,7 @@ impl<T: Float> Recurrence<'_, T> {
         let proj_x = &self.proj_x[d * t_len * b * gh..][..t_len * b * gh];
         let (w_hh_t, rec_init) = &self.rec_w[d];
         let (w_rec, rsw, csw) = match w_hh_t {
-            Some(w) => (&w[..], gh, 1),
+            Some(w) => (&w[..], gh + ROW_PAD, 1),
             None => (p.w_hh.data(), 1, r),
         };
         let mut h_prev = vec![T::zero(); nr * r];
@@ -583,18 +584,27 @@ impl<T: Float> Recurrence<'_, T> {
     }
 }
 
-/// `w` `[rows, cols]` row-major, transposed: `[cols, rows]` row-major, in a kept buffer. In
-/// tiles of 16×16, each written row by row: a plain loop's scattered stores, or a tile's
-/// stores 16 rows of 4 KiB apart (one cache set), took 0.6 ms of an `lstm_mid` forward pass
-/// for its 1 MiB `W_hh`, against 0.15 ms (this project's AMD EPYC).
+/// Values that [`transpose`] adds to each row: one 64-byte cache line of f32. Rows of
+/// exactly 4 KiB (`G·H = 1024` f32: `lstm_mid`'s `W_hhᵀ`) put every `k` of a product in the
+/// same cache sets: alone, the `gemm` crate's `[16, 256] × [256, 1024]` step then takes
+/// 42.3 µs against 37.4 µs with the padding; in the whole `lstm_mid` forward pass the gain
+/// is 1–4% (A/B runs alternated on this project's AMD EPYC), and nothing
+/// measurable at other widths.
+const ROW_PAD: usize = 16;
+
+/// `w` `[rows, cols]` row-major, transposed: `[cols, rows]` with rows `rows + ROW_PAD` apart,
+/// in a kept buffer (the padding is never read). In tiles of 16×16, each written row by row:
+/// a plain loop's scattered stores, or a tile's stores 16 rows of 4 KiB apart (one cache
+/// set), took 0.6 ms of an `lstm_mid` forward pass for its 1 MiB `W_hh`, against 0.15 ms.
 fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
     const TILE: usize = 16;
-    let mut t = pool::scratch(rows * cols);
+    let ld = rows + ROW_PAD;
+    let mut t = pool::scratch(cols * ld);
     for i0 in (0..rows).step_by(TILE) {
         for j0 in (0..cols).step_by(TILE) {
             for j in j0..(j0 + TILE).min(cols) {
                 for i in i0..(i0 + TILE).min(rows) {
-                    t[j * rows + i] = w[i * cols + j];
+                    t[j * ld + i] = w[i * cols + j];
                 }
             }
         }
