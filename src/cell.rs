@@ -211,6 +211,8 @@ macro_rules! simd_fn {
     };
 }
 
+pub(crate) use simd_fn;
+
 /// The first `K` blocks of `n` values of `s` (a row's gate blocks), each exactly `n` long.
 ///
 /// # Panics
