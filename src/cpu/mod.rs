@@ -1,9 +1,11 @@
 //! The CPU path: the same passes as the GPU, generic over `f32` and `f64`.
 //!
-//! It is the reference for the differential tests and a fair competitor in benchmarks: the
-//! input projection of all gates is one GEMM over all steps and each step one
-//! `[B, H] × [H, G·H]` GEMM, both through the `gemm` crate ([`crate::Float::gemm`]), then the cell's pointwise
-//! step ([`crate::cell::CellMath`]).
+//! It is the reference for the differential tests and a fair competitor in benchmarks: per
+//! layer, the input projection of all gates is one GEMM over all steps
+//! ([`crate::Float::gemm`], through the `gemm` crate, cut into blocks on rayon's threads when
+//! large), then each direction's time loop runs in blocks of batch rows on rayon's threads
+//! (`blocks`): per step one `[rows, R] × [R, G·H]` GEMM and the cell's pointwise step
+//! ([`crate::cell::CellMath`]).
 
 mod backward;
 mod blocks;
