@@ -439,16 +439,29 @@ simd_fn! {
         let [ri, rf, rg, ro] = blocks(r, n);
         let [si, sf, sg, so, sc] = blocks_mut(saved, n);
         let (c_prev, c) = (&c_prev[..n], &mut c[..n]);
+        // One loop per activation: each iteration is one short chain of dependent operations,
+        // so the CPU overlaps many iterations. One loop of all five activations chained
+        // through c took 2.4 ns an element against 1.8 (hot in cache, AVX-512, this
+        // project's AMD EPYC); the same arithmetic, so the same bits.
         for j in 0..n {
-            let i = sigmoid(xi[j] + ri[j]);
-            let f = sigmoid(xf[j] + rf[j]);
-            let g = (xg[j] + rg[j]).tanh_act();
-            let o = sigmoid(xo[j] + ro[j]);
-            let cj = f * c_prev[j] + i * g;
+            si[j] = sigmoid(xi[j] + ri[j]);
+        }
+        for j in 0..n {
+            sf[j] = sigmoid(xf[j] + rf[j]);
+        }
+        for j in 0..n {
+            sg[j] = (xg[j] + rg[j]).tanh_act();
+        }
+        for j in 0..n {
+            so[j] = sigmoid(xo[j] + ro[j]);
+        }
+        for j in 0..n {
+            let cj = sf[j] * c_prev[j] + si[j] * sg[j];
             c[j] = cj;
             sc[j] = cj;
-            h[j] = o * cj.tanh_act();
-            (si[j], sf[j], sg[j], so[j]) = (i, f, g, o);
+        }
+        for j in 0..n {
+            h[j] = so[j] * c[j].tanh_act();
         }
     }
 }
