@@ -1,7 +1,7 @@
 //! Backpropagation through time on the CPU.
 
 use crate::cpu::blocks::{self, Shared};
-use crate::cpu::{Input, Trace, first_last, initial_row};
+use crate::cpu::{Input, Trace, Widths, first_last, initial_row};
 use crate::error::{Error, Result};
 use crate::params::{LayerParams, RnnParams};
 use crate::state::{Gradients, State, check_inputs};
@@ -84,11 +84,15 @@ pub(crate) fn backward_input<T: Float>(
     let cfg = *params.config();
     let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
-    let (h, d_n, g_n) = (cfg.hidden_size, cfg.directions(), cell.gates());
-    // R: the width of h (P with a projection, else H).
-    let r = cfg.real_hidden_size();
-    let (dr, gh) = (d_n * r, g_n * h);
-    let c_len = if cell.has_cell_state() { h } else { 0 };
+    let Widths {
+        h,
+        d_n,
+        gh,
+        r,
+        c_len,
+        ..
+    } = Widths::of(&cfg);
+    let dr = d_n * r;
     let split = cell.splits_gate_gradients();
     let ld_n = cfg.num_layers * d_n;
     let ys = trace.layer_outputs();
@@ -334,17 +338,17 @@ impl<T: Float> BackRecurrence<'_, T> {
     /// # Safety
     /// No other call at the same time may have the same direction and a row of `rows`.
     unsafe fn run(&self, d: usize, rows: std::ops::Range<usize>) {
-        let cfg = self.params.config();
-        let cell = cfg.cell.math::<T>();
+        let cell = self.params.config().cell.math::<T>();
         let (t_len, b, nr) = (self.t_len, self.lengths.len(), rows.len());
-        let (h, d_n, gh) = (
-            cfg.hidden_size,
-            cfg.directions(),
-            cell.gates() * cfg.hidden_size,
-        );
-        let (r, s_h) = (cfg.real_hidden_size(), cell.saved_units() * h);
-        let c_len = if cell.has_cell_state() { h } else { 0 };
-        let m_len = if cfg.proj_size > 0 { h } else { 0 };
+        let Widths {
+            h,
+            d_n,
+            gh,
+            r,
+            s_h,
+            c_len,
+            m_len,
+        } = Widths::of(self.params.config());
         let split = cell.splits_gate_gradients();
         let (ld, tb) = (self.l * d_n + d, t_len * b);
         let p = self.params.layer(self.l, d);

@@ -273,13 +273,16 @@ fn forward_core<T: Float>(
     let dropout = dropout.filter(|d| d.p > 0.0 && cfg.num_layers > 1);
     let cell = cfg.cell.math::<T>();
     let (t_len, b) = input.dims();
-    let (h, d_n, g) = (cfg.hidden_size, cfg.directions(), cell.gates());
-    // R: the width of h (P with a projection, else H).
-    let (r, proj) = (cfg.real_hidden_size(), cfg.proj_size > 0);
-    let (dr, gh, s_h) = (d_n * r, g * h, cell.saved_units() * h);
-    let with_c = cell.has_cell_state();
-    let c_len = if with_c { h } else { 0 };
-    let m_len = if proj { h } else { 0 };
+    let Widths {
+        h,
+        d_n,
+        gh,
+        r,
+        s_h,
+        c_len,
+        m_len,
+    } = Widths::of(&cfg);
+    let (dr, with_c) = (d_n * r, c_len > 0);
     let ld_n = cfg.num_layers * d_n;
     let mut h_n = Tensor::zeros(&[ld_n, b, r]);
     let mut c_n = with_c.then(|| Tensor::zeros(&[ld_n, b, h]));
@@ -414,6 +417,41 @@ fn forward_core<T: Float>(
     Ok((ForwardOutput { output, h_n, c_n }, trace))
 }
 
+/// The widths a layer's time loop works with, from its config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Widths {
+    /// H, the hidden size.
+    pub h: usize,
+    /// D, the directions.
+    pub d_n: usize,
+    /// G·H, the gate pre-activations of a row.
+    pub gh: usize,
+    /// R, the width of h (P with a projection, else H).
+    pub r: usize,
+    /// S·H, the saved activations of a row.
+    pub s_h: usize,
+    /// H with a cell state, else 0.
+    pub c_len: usize,
+    /// H with a projection (the width of m), else 0.
+    pub m_len: usize,
+}
+
+impl Widths {
+    pub(crate) fn of(cfg: &crate::RnnConfig) -> Self {
+        let spec = crate::cell::spec(cfg.cell);
+        let h = cfg.hidden_size;
+        Widths {
+            h,
+            d_n: cfg.directions(),
+            gh: spec.gates() * h,
+            r: cfg.real_hidden_size(),
+            s_h: spec.saved_units() * h,
+            c_len: if spec.has_cell_state() { h } else { 0 },
+            m_len: if cfg.proj_size > 0 { h } else { 0 },
+        }
+    }
+}
+
 /// One layer's time loop, shared by its items (a direction and a block of batch rows each,
 /// [`blocks::for_each_block`]): what they read, and the buffers they write at their own rows.
 struct Recurrence<'a, T: Float> {
@@ -451,17 +489,17 @@ impl<T: Float> Recurrence<'_, T> {
     /// # Safety
     /// No other call at the same time may have the same direction and a row of `rows`.
     unsafe fn run(&self, d: usize, rows: std::ops::Range<usize>) {
-        let cfg = self.params.config();
-        let cell = cfg.cell.math::<T>();
+        let cell = self.params.config().cell.math::<T>();
         let (t_len, b) = (self.t_len, self.lengths.len());
-        let (h, d_n, gh) = (
-            cfg.hidden_size,
-            cfg.directions(),
-            cell.gates() * cfg.hidden_size,
-        );
-        let (r, s_h) = (cfg.real_hidden_size(), cell.saved_units() * h);
-        let c_len = if cell.has_cell_state() { h } else { 0 };
-        let m_len = if cfg.proj_size > 0 { h } else { 0 };
+        let Widths {
+            h,
+            d_n,
+            gh,
+            r,
+            s_h,
+            c_len,
+            m_len,
+        } = Widths::of(self.params.config());
         let (ld, nr) = (self.l * d_n + d, rows.len());
         let p = self.params.layer(self.l, d);
         let proj_x = &self.proj_x[d * t_len * b * gh..][..t_len * b * gh];
