@@ -275,7 +275,10 @@ impl Rnn {
             },
             lengths,
         )?;
-        self.layout = layout;
+        if self.grad {
+            // The layout a backward pass takes; without gradients there is none to take.
+            self.layout = layout;
+        }
         Ok(ForwardOutput {
             output: layout.sequence_out(out.output),
             h_n: layout.state_out(out.h_n),

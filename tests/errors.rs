@@ -1015,6 +1015,38 @@ fn backward_after_a_failed_forward_is_an_error() {
     }
 }
 
+/// Without gradients a forward pass keeps nothing: backward is an error naming
+/// `set_grad_enabled`, whatever layout the forward pass took, until gradients are on again
+/// and a forward pass runs.
+#[test]
+fn backward_after_a_forward_without_gradients_is_an_error() {
+    let params = RnnParams::random(RnnConfig::new(Cell::Lstm, 3, 4).batch_first(true), 1);
+    for device in [Device::Cpu, Device::Gpu(common::gpu())] {
+        let mut rnn = Rnn::new(params.clone(), &device).unwrap();
+        rnn.forward(&Tensor::full(&[2, 5, 3], 0.5), None).unwrap();
+        rnn.set_grad_enabled(false);
+        assert!(!rnn.grad_enabled());
+        for x in [Tensor::full(&[2, 5, 3], 0.5), Tensor::full(&[5, 3], 0.5)] {
+            let out = rnn.forward(&x, None).unwrap();
+            for grad in [
+                Tensor::full(out.output.shape(), 1.0),
+                Tensor::full(&[5, 1, 4], 1.0),
+            ] {
+                let err = rnn.backward(&grad, None).unwrap_err();
+                assert_msg(&err, &["no forward pass", "set_grad_enabled"]);
+            }
+        }
+        rnn.set_grad_enabled(true);
+        let err = rnn
+            .backward(&Tensor::full(&[2, 5, 4], 1.0), None)
+            .unwrap_err();
+        assert_msg(&err, &["no forward pass"]);
+        let out = rnn.forward(&Tensor::full(&[2, 5, 3], 0.5), None).unwrap();
+        let g = rnn.backward(&Tensor::full(out.output.shape(), 1.0), None);
+        assert!(g.is_ok(), "{}: {g:?}", device.describe());
+    }
+}
+
 #[test]
 fn training_inputs_that_do_not_fit_the_model_are_errors() {
     use wgpu_rnn::train::{Batch, Optimizer, SeqModel, Task, TrainConfig, TrainState, Trainer};

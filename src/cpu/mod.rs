@@ -410,9 +410,12 @@ fn forward_core<T: Float>(
     let output = match keep {
         true => {
             let last = trace.ys.last().expect("num_layers >= 1");
-            Tensor::new(last.shape().to_vec(), pool::copy_of(last.data()))?
+            fitted(last.shape().to_vec(), pool::copy_of(last.data()))?
         }
-        false => trace.ys.pop().expect("num_layers >= 1"),
+        false => {
+            let y = trace.ys.pop().expect("num_layers >= 1");
+            fitted(y.shape().to_vec(), y.into_data())?
+        }
     };
     Ok((ForwardOutput { output, h_n, c_n }, trace))
 }
@@ -449,6 +452,19 @@ impl Widths {
             c_len: if spec.has_cell_state() { h } else { 0 },
             m_len: if cfg.proj_size > 0 { h } else { 0 },
         }
+    }
+}
+
+/// `v` as the tensor of `shape` that a caller keeps. A kept buffer ([`pool`]) may be far
+/// larger than the output: past a quarter more, the output gets a buffer of its own and `v`
+/// goes back to the pool.
+fn fitted<T: Float>(shape: Vec<usize>, v: Vec<T>) -> Result<Tensor<T>> {
+    if v.capacity() > v.len() + v.len() / 4 {
+        let exact = v.to_vec();
+        pool::recycle(v);
+        Tensor::new(shape, exact)
+    } else {
+        Tensor::new(shape, v)
     }
 }
 

@@ -1235,7 +1235,8 @@ impl GpuRnn {
             .filter(|_| self.has_forward && !self.token_input)
         else {
             return Err(Error::config(
-                "backward: no forward pass to differentiate; call forward first",
+                "backward: no forward pass to differentiate; call forward first, with \
+                 gradients enabled (set_grad_enabled)",
             ));
         };
         let (t_len, b) = (ws.t, ws.b);
