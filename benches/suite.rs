@@ -43,6 +43,8 @@ fn suite(c: &mut Criterion) {
                 }
                 Device::Cpu => {
                     let mut rnn = Rnn::new(params.clone(), &device).unwrap();
+                    // Inference, as `wgpu-rnn bench` and PyTorch's `no_grad` side.
+                    rnn.set_grad_enabled(false);
                     group.bench_function(&id, |b| b.iter(|| rnn.forward(&x, None).unwrap()));
                 }
             }
