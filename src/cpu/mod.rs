@@ -481,8 +481,7 @@ struct Recurrence<'a, T: Float> {
     /// The hoisted input projections `[D, T·B, G·H]`.
     proj_x: &'a [T],
     /// Per direction: `W_hhᵀ` `[R, G·H]` with padded rows ([`transpose`]; for B > 1, else
-    /// `W_hh` is read as it is) and the
-    /// biases that start the recurrent product `[G·H]`.
+    /// `W_hh` is read as it is) and the biases that start the recurrent product `[G·H]`.
     rec_w: &'a [(Option<Vec<T>>, Vec<T>)],
     /// The layer's output `[T, B, D·R]`.
     y: Shared<'a, T>,
@@ -526,7 +525,7 @@ impl<T: Float> Recurrence<'_, T> {
         };
         let mut h_prev = vec![T::zero(); nr * r];
         let mut c_prev = vec![T::zero(); nr * c_len];
-        let mut rec = pool::zeroed(nr * gh);
+        let mut rec = pool::scratch(nr * gh); // every step starts it with its biases
         // Without `keep`, every row's saved activations go to one row that stays in L1.
         let mut scratch = vec![T::zero(); if self.keep { 0 } else { s_h }];
         for s in 0..t_len {
