@@ -304,7 +304,8 @@ fn forward_core<T: Float>(
         false => pool::zeroed(n),
     };
     let tbg = t_len * b * gh;
-    let mut proj_x = pool::scratch(d_n * tbg);
+    // The hoisted input projections, for the layers that do not fold them into each step.
+    let mut proj_x = Vec::new();
     let split = cell.splits_gate_gradients();
     for l in 0..cfg.num_layers {
         let i_l = cfg.layer_input_size(l);
@@ -312,25 +313,40 @@ fn forward_core<T: Float>(
         let mut cs = buffer(t_len * b * d_n * c_len);
         let mut ms = buffer(t_len * b * d_n * m_len);
         let mut saved = buffer(if keep { d_n * t_len * b * s_h } else { 0 });
+        let x = match ((l > 0).then(|| trace.layer_input(l)), input) {
+            (Some(y), _) | (None, Input::Dense(y)) => Some(y),
+            (None, Input::Tokens { .. }) => None,
+        };
+        let per_step = x.is_some() && input_per_step(split, d_n, b);
         let mut rec_w = Vec::with_capacity(d_n);
-        for (d, proj_x) in proj_x.chunks_exact_mut(tbg).enumerate() {
+        if !per_step && proj_x.is_empty() {
+            proj_x = pool::scratch(d_n * tbg);
+        }
+        for d in 0..d_n {
             let p = params.layer(l, d);
-            // X = X·W_ihᵀ for all steps at once. The biases: when every b_hh block folds,
-            // b_ih + b_hh starts each step's small recurrent product (cheaper than a pass
-            // over X); else b_ih and the folded b_hh blocks start X, and the blocks that do
-            // not fold start the recurrent product.
+            // The biases: when every b_hh block folds, b_ih + b_hh starts each step's small
+            // recurrent product (cheaper than a pass over the hoisted X); else b_ih and the
+            // folded b_hh blocks start X, and the blocks that do not fold start the recurrent
+            // product.
             let (x_bias, r_bias) = split_bias(cell, p.b_ih.as_ref(), p.b_hh.as_ref(), gh);
             let (x_init, rec_init) = match split {
                 true => (Some(x_bias), r_bias),
                 false => (None, x_bias),
             };
+            if per_step {
+                // [W_ih | W_hh]ᵀ: each step's one product [x_t | h_{t-1}]·[W_ih | W_hh]ᵀ.
+                let w = stacked_transpose(&[p.w_ih.data(), p.w_hh.data()], gh);
+                rec_w.push((Some(w), rec_init));
+                continue;
+            }
+            let proj_x = &mut proj_x[d * tbg..][..tbg];
             if let Some(x_bias) = &x_init {
                 for row in proj_x.chunks_exact_mut(gh) {
                     row.copy_from_slice(x_bias);
                 }
             }
-            let below = (l > 0).then(|| trace.layer_input(l));
-            match (below, input) {
+            // X = X·W_ihᵀ for all steps at once.
+            match (x, input) {
                 (None, Input::Tokens { ids, .. }) => {
                     for (row, &id) in proj_x.chunks_exact_mut(gh).zip(ids) {
                         for (j, o) in row.iter_mut().enumerate() {
@@ -339,12 +355,8 @@ fn forward_core<T: Float>(
                         }
                     }
                 }
-                (x, _) => {
-                    let x = match (x, input) {
-                        (Some(y), _) => y,
-                        (None, Input::Dense(x)) => x,
-                        (None, Input::Tokens { .. }) => unreachable!("matched above"),
-                    };
+                (None, Input::Dense(_)) => unreachable!("a dense input is `x`"),
+                (Some(x), _) => {
                     T::gemm(
                         t_len * b,
                         i_l,
@@ -370,7 +382,10 @@ fn forward_core<T: Float>(
             // W_hhᵀ laid out row-major [R, G·H] (rows padded) once, for the per-step product:
             // the `gemm` crate then reads it without repacking it every step (about 2× faster
             // for B > 1, BENCHMARKS.md, issue 13); one row of h reads W_hh as it is.
-            rec_w.push(((b > 1).then(|| transpose(p.w_hh.data(), gh, r)), rec_init));
+            rec_w.push((
+                (b > 1).then(|| stacked_transpose(&[p.w_hh.data()], gh)),
+                rec_init,
+            ));
         }
         let layer = Recurrence {
             l,
@@ -380,6 +395,7 @@ fn forward_core<T: Float>(
             state,
             params,
             proj_x: &proj_x,
+            x: x.filter(|_| per_step).map(|x| x.data()),
             rec_w: &rec_w,
             y: Shared::new(y.data_mut()),
             cs: Shared::new(&mut cs),
@@ -478,10 +494,14 @@ struct Recurrence<'a, T: Float> {
     lengths: &'a [usize],
     state: State<'a, T>,
     params: &'a RnnParams<T>,
-    /// The hoisted input projections `[D, T·B, G·H]`.
+    /// The hoisted input projections `[D, T·B, G·H]` (empty with `x`).
     proj_x: &'a [T],
-    /// Per direction: `W_hhᵀ` `[R, G·H]` with padded rows ([`transpose`]; for B > 1, else
-    /// `W_hh` is read as it is) and the biases that start the recurrent product `[G·H]`.
+    /// The layer's input `[T, B, I]` when each step projects its own ([`input_per_step`]).
+    x: Option<&'a [T]>,
+    /// Per direction: the transposed weights of the per-step product with padded rows
+    /// ([`stacked_transpose`]), `[I + R, G·H]` (`[W_ih | W_hh]ᵀ`) with `x`, else `W_hhᵀ`
+    /// `[R, G·H]` for B > 1 (for B = 1 `W_hh` is read as it is); and the biases that start
+    /// the product `[G·H]`.
     rec_w: &'a [(Option<Vec<T>>, Vec<T>)],
     /// The layer's output `[T, B, D·R]`.
     y: Shared<'a, T>,
@@ -517,15 +537,24 @@ impl<T: Float> Recurrence<'_, T> {
         } = Widths::of(self.params.config());
         let (ld, nr) = (self.l * d_n + d, rows.len());
         let p = self.params.layer(self.l, d);
-        let proj_x = &self.proj_x[d * t_len * b * gh..][..t_len * b * gh];
+        let proj_x = match self.x {
+            Some(_) => &[][..],
+            None => &self.proj_x[d * t_len * b * gh..][..t_len * b * gh],
+        };
         let (w_hh_t, rec_init) = &self.rec_w[d];
         let (w_rec, rsw, csw) = match w_hh_t {
             Some(w) => (&w[..], gh + ROW_PAD, 1),
             None => (p.w_hh.data(), 1, r),
         };
-        let mut h_prev = vec![T::zero(); nr * r];
+        // A row of the per-step product's left operand: [x_t | h_{t-1}] when each step
+        // projects its input, else h_{t-1}.
+        let i_x = self.x.map_or(0, |x| x.len() / (t_len * b));
+        let lda = i_x + r;
+        let mut a = vec![T::zero(); nr * lda];
         let mut c_prev = vec![T::zero(); nr * c_len];
         let mut rec = pool::scratch(nr * gh); // every step starts it with its biases
+        // What the cell adds to the product: the hoisted projection, or zeros (exact).
+        let zeros = vec![T::zero(); if self.x.is_some() { gh } else { 0 }];
         // Without `keep`, every row's saved activations go to one row that stays in L1.
         let mut scratch = vec![T::zero(); if self.keep { 0 } else { s_h }];
         for s in 0..t_len {
@@ -535,7 +564,11 @@ impl<T: Float> Recurrence<'_, T> {
             for (k, bi) in rows.clone().enumerate() {
                 let len = self.lengths[bi];
                 let (first, _) = first_last(d, t, len);
-                let (hp, cp) = (&mut h_prev[k * r..][..r], &mut c_prev[k * c_len..][..c_len]);
+                let (xp, hp) = a[k * lda..][..lda].split_at_mut(i_x);
+                let cp = &mut c_prev[k * c_len..][..c_len];
+                if let Some(x) = self.x {
+                    xp.copy_from_slice(&x[(t * b + bi) * i_x..][..i_x]);
+                }
                 if first {
                     initial_row(self.state.h, (ld * b + bi) * r, hp);
                     initial_row(self.state.c, (ld * b + bi) * c_len, cp);
@@ -548,17 +581,17 @@ impl<T: Float> Recurrence<'_, T> {
                     }
                 }
             }
-            // R = h_{t-1}·W_hhᵀ + its biases.
+            // R = [x_t |] h_{t-1}·[W_ih |] W_hhᵀ + its biases.
             for row in rec.chunks_exact_mut(gh) {
                 row.copy_from_slice(rec_init);
             }
             T::gemm(
                 nr,
-                r,
+                lda,
                 gh,
                 T::one(),
-                &h_prev,
-                r,
+                &a,
+                lda,
                 1,
                 w_rec,
                 rsw,
@@ -586,10 +619,14 @@ impl<T: Float> Recurrence<'_, T> {
                         true => self.saved.at((d * t_len * b + row) * s_h, s_h),
                         false => &mut scratch[..],
                     };
+                    let x = match self.x {
+                        Some(_) => &zeros[..],
+                        None => &proj_x[row * gh..][..gh],
+                    };
                     cell.forward(
-                        &proj_x[row * gh..][..gh],
+                        x,
                         &rec[k * gh..][..gh],
-                        &h_prev[k * r..][..r],
+                        &a[k * lda + i_x..][..r],
                         &c_prev[k * c_len..][..c_len],
                         out,
                         self.cs.at(at * c_len, c_len),
@@ -647,24 +684,60 @@ impl<T: Float> Recurrence<'_, T> {
 /// measurable at other widths.
 const ROW_PAD: usize = 16;
 
-/// `w` `[rows, cols]` row-major, transposed: `[cols, rows]` with rows `rows + ROW_PAD` apart,
-/// in a kept buffer (the padding is never read). In tiles of 16×16, each written row by row:
-/// a plain loop's scattered stores, or a tile's stores 16 rows of 4 KiB apart (one cache
-/// set), took 0.6 ms of an `lstm_mid` forward pass for its 1 MiB `W_hh`, against 0.15 ms.
-fn transpose<T: Float>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+/// The matrices `ws` `[rows, cols_k]` row-major side by side (`[rows, Σ cols_k]`),
+/// transposed: `[Σ cols_k, rows]` with rows `rows + ROW_PAD` apart, in a kept buffer (the
+/// padding is never read). In tiles of 16×16, each written row by row: a plain loop's
+/// scattered stores, or a tile's stores 16 rows of 4 KiB apart (one cache set), took 0.6 ms
+/// of an `lstm_mid` forward pass for its 1 MiB `W_hh`, against 0.15 ms.
+fn stacked_transpose<T: Float>(ws: &[&[T]], rows: usize) -> Vec<T> {
+    use rayon::prelude::*;
     const TILE: usize = 16;
     let ld = rows + ROW_PAD;
-    let mut t = pool::scratch(cols * ld);
-    for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(cols) {
+    let len = ws.iter().map(|w| w.len() / rows).sum::<usize>() * ld;
+    let mut t = pool::scratch(len);
+    // Bands of 16 rows of the result (16 columns of one matrix), each written whole.
+    let mut bands = Vec::new();
+    let mut rest = &mut t[..];
+    for w in ws {
+        let cols = w.len() / rows;
+        let (part, r) = rest.split_at_mut(cols * ld);
+        rest = r;
+        for (k, band) in part.chunks_mut(TILE * ld).enumerate() {
+            bands.push((*w, cols, k * TILE, band));
+        }
+    }
+    let run = |(w, cols, j0, band): (&[T], usize, usize, &mut [T])| {
+        for i0 in (0..rows).step_by(TILE) {
+            for (j, t) in (j0..).zip(band.chunks_exact_mut(ld)) {
                 for i in i0..(i0 + TILE).min(rows) {
-                    t[j * ld + i] = w[i * cols + j];
+                    t[i] = w[i * cols + j];
                 }
             }
         }
+    };
+    match len >= PAR_TRANSPOSE {
+        true => bands.into_par_iter().for_each(run),
+        false => bands.into_iter().for_each(run),
     }
     t
+}
+
+/// Values from which [`stacked_transpose`] runs its bands on rayon's threads: `lstm_mid`'s
+/// 384 × 1024 weights took 0.32–0.34 ms on one of this project's two cores, 0.16 on both.
+const PAR_TRANSPOSE: usize = 1 << 16;
+
+/// Whether a layer with a dense input computes its input projection inside each step, as
+/// one product `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ` per block of rows, instead of hoisting
+/// `X·W_ihᵀ` for all steps before the time loop: for cells whose biases all fold (the sum
+/// cannot be split), with at least two items ([`blocks::for_each_block`]) of 8 to 16 rows
+/// each, so that the cores that the hoisted product would have used run items. It saves the
+/// hoisted phase and the round trip of `[T, B, G·H]` through memory. Forward passes on this
+/// project's 2-core AMD EPYC, 150 pairs alternated in one process (medians, hoisted →
+/// per step): `lstm_mid` 8.12 → 7.93 ms, `mid` 1.86 → 1.79, `large` 12.0 → 9.4,
+/// `deep_bidir` 2.24 → 1.65 (BENCHMARKS.md, issue 13). By shape alone, so that on any
+/// thread count the same products run.
+fn input_per_step(split: bool, d_n: usize, b: usize) -> bool {
+    !split && b >= blocks::BLOCK_ROWS && d_n * blocks::row_blocks(b).len() >= 2
 }
 
 /// Copies `dst.len()` values of `state` from `at` into `dst`, zeros when absent.
