@@ -44,6 +44,9 @@ pub struct RnnParams<T = f32> {
     /// Named as a single cell (`nn.RNNCell`, `nn.LSTMCell`, `nn.GRUCell`: `weight_ih`, ...
     /// without a layer suffix) rather than as a stack; one layer, one direction.
     single_cell: bool,
+    /// The CPU path's transposed weights, built on first use and dropped by
+    /// [`RnnParams::layers_mut`].
+    packed: crate::cpu::PackedWeights<T>,
 }
 
 impl<T: Float> RnnParams<T> {
@@ -85,6 +88,7 @@ impl<T: Float> RnnParams<T> {
             config,
             layers,
             single_cell: false,
+            packed: Default::default(),
         }
     }
 
@@ -99,6 +103,7 @@ impl<T: Float> RnnParams<T> {
             config,
             layers,
             single_cell: false,
+            packed: Default::default(),
         };
         p.validate()?;
         Ok(p)
@@ -184,6 +189,7 @@ impl<T: Float> RnnParams<T> {
             config,
             layers,
             single_cell: false,
+            packed: Default::default(),
         }
     }
 
@@ -208,7 +214,13 @@ impl<T: Float> RnnParams<T> {
 
     /// Mutable access to all layer-directions (shapes must be kept).
     pub fn layers_mut(&mut self) -> &mut [LayerParams<T>] {
+        self.packed.clear();
         &mut self.layers
+    }
+
+    /// The CPU path's packed weights ([`crate::cpu::PackedWeights`]).
+    pub(crate) fn packed(&self) -> &crate::cpu::PackedWeights<T> {
+        &self.packed
     }
 
     /// Converts to another float type.
@@ -216,6 +228,7 @@ impl<T: Float> RnnParams<T> {
         RnnParams {
             single_cell: self.single_cell,
             config: self.config,
+            packed: Default::default(),
             layers: self
                 .layers
                 .iter()

@@ -99,3 +99,27 @@ fn stepped_and_hoisted_input_projections_agree() {
         }
     }
 }
+
+/// The CPU path keeps its transposed weights with the parameters: a change through
+/// `layers_mut` must reach the next pass, exactly as fresh parameters would.
+#[test]
+fn packed_weights_follow_changes_to_the_parameters() {
+    for (cfg, b) in [
+        (RnnConfig::new(Cell::Lstm, 5, 8).layers(2), 20),
+        (RnnConfig::new(Cell::Gru, 5, 8), 3),
+    ] {
+        let mut params = RnnParams::<f64>::random(cfg, 3);
+        let x = common::random::<f64>(&[4, b, 5], 1.0, 4);
+        let before = cpu::forward(&params, &x, None).unwrap();
+        assert_eq!(cpu::forward(&params, &x, None).unwrap(), before, "{cfg:?}");
+        for p in params.layers_mut() {
+            p.w_ih.data_mut()[0] += 0.25;
+            p.w_hh.data_mut()[1] -= 0.25;
+        }
+        let after = cpu::forward(&params, &x, None).unwrap();
+        let fresh = params.clone().layers_mut().to_vec();
+        let fresh = RnnParams::new(cfg, fresh).unwrap();
+        assert_eq!(after, cpu::forward(&fresh, &x, None).unwrap(), "{cfg:?}");
+        assert_ne!(after, before, "{cfg:?}");
+    }
+}

@@ -9,6 +9,7 @@
 
 mod backward;
 mod blocks;
+mod packed;
 mod pool;
 
 pub use backward::backward;
@@ -21,6 +22,9 @@ use crate::params::RnnParams;
 pub use crate::state::{ForwardOutput, Gradients, State, check_inputs};
 use crate::tensor::{Float, Tensor};
 use blocks::Shared;
+pub(crate) use packed::PackedWeights;
+use packed::{Packing, ROW_PAD};
+use std::sync::Arc;
 
 /// What a forward pass keeps for the backward pass: every layer's output `[T, B, D·R]`
 /// (the last is the model's output; `R` is [`crate::RnnConfig::real_hidden_size`]), and for
@@ -324,6 +328,10 @@ fn forward_core<T: Float>(
         }
         for d in 0..d_n {
             let p = params.layer(l, d);
+            let packed = |k| {
+                let (w_ih, w_hh) = (p.w_ih.data(), p.w_hh.data());
+                params.packed().get(l * d_n + d, k, w_ih, w_hh, gh)
+            };
             // The biases: when every b_hh block folds, b_ih + b_hh starts each step's small
             // recurrent product (cheaper than a pass over the hoisted X); else b_ih and the
             // folded b_hh blocks start X, and the blocks that do not fold start the recurrent
@@ -335,7 +343,7 @@ fn forward_core<T: Float>(
             };
             if per_step {
                 // [W_ih | W_hh]ᵀ: each step's one product [x_t | h_{t-1}]·[W_ih | W_hh]ᵀ.
-                let w = stacked_transpose(&[p.w_ih.data(), p.w_hh.data()], gh);
+                let w = packed(Packing::Stacked);
                 rec_w.push((Some(w), rec_init));
                 continue;
             }
@@ -382,10 +390,7 @@ fn forward_core<T: Float>(
             // W_hhᵀ laid out row-major [R, G·H] (rows padded) once, for the per-step product:
             // the `gemm` crate then reads it without repacking it every step (about 2× faster
             // for B > 1, BENCHMARKS.md, issue 13); one row of h reads W_hh as it is.
-            rec_w.push((
-                (b > 1).then(|| stacked_transpose(&[p.w_hh.data()], gh)),
-                rec_init,
-            ));
+            rec_w.push(((b > 1).then(|| packed(Packing::Recurrent)), rec_init));
         }
         let layer = Recurrence {
             l,
@@ -407,9 +412,6 @@ fn forward_core<T: Float>(
         // SAFETY: each item runs one direction on its own block of batch rows, and
         // `Recurrence::run` touches only those rows of the shared buffers.
         blocks::for_each_block(d_n, b, |d, rows| unsafe { layer.run(d, rows) });
-        for w in rec_w.into_iter().filter_map(|(w, _)| w) {
-            pool::recycle(w);
-        }
         if let Some(d) = dropout
             && l + 1 < cfg.num_layers
         {
@@ -484,6 +486,10 @@ fn fitted<T: Float>(shape: Vec<usize>, v: Vec<T>) -> Result<Tensor<T>> {
     }
 }
 
+/// A direction's per-step product: its packed weights (none when `W_hh` is read as it is)
+/// and the biases that start it.
+type StepWeights<T> = (Option<Arc<Vec<T>>>, Vec<T>);
+
 /// One layer's time loop, shared by its items (a direction and a block of batch rows each,
 /// [`blocks::for_each_block`]): what they read, and the buffers they write at their own rows.
 struct Recurrence<'a, T: Float> {
@@ -499,10 +505,10 @@ struct Recurrence<'a, T: Float> {
     /// The layer's input `[T, B, I]` when each step projects its own ([`input_per_step`]).
     x: Option<&'a [T]>,
     /// Per direction: the transposed weights of the per-step product with padded rows
-    /// ([`stacked_transpose`]), `[I + R, G·H]` (`[W_ih | W_hh]ᵀ`) with `x`, else `W_hhᵀ`
+    /// ([`PackedWeights`]), `[I + R, G·H]` (`[W_ih | W_hh]ᵀ`) with `x`, else `W_hhᵀ`
     /// `[R, G·H]` for B > 1 (for B = 1 `W_hh` is read as it is); and the biases that start
     /// the product `[G·H]`.
-    rec_w: &'a [(Option<Vec<T>>, Vec<T>)],
+    rec_w: &'a [StepWeights<T>],
     /// The layer's output `[T, B, D·R]`.
     y: Shared<'a, T>,
     /// `c_t` `[T, B, D·H]` (empty without a cell state).
@@ -675,56 +681,6 @@ impl<T: Float> Recurrence<'_, T> {
         pool::recycle(rec);
     }
 }
-
-/// Values that [`transpose`] adds to each row: one 64-byte cache line of f32. Rows of
-/// exactly 4 KiB (`G·H = 1024` f32: `lstm_mid`'s `W_hhᵀ`) put every `k` of a product in the
-/// same cache sets: alone, the `gemm` crate's `[16, 256] × [256, 1024]` step then takes
-/// 42.3 µs against 37.4 µs with the padding; in the whole `lstm_mid` forward pass the gain
-/// is 1–4% (A/B runs alternated on this project's AMD EPYC), and nothing
-/// measurable at other widths.
-const ROW_PAD: usize = 16;
-
-/// The matrices `ws` `[rows, cols_k]` row-major side by side (`[rows, Σ cols_k]`),
-/// transposed: `[Σ cols_k, rows]` with rows `rows + ROW_PAD` apart, in a kept buffer (the
-/// padding is never read). In tiles of 16×16, each written row by row: a plain loop's
-/// scattered stores, or a tile's stores 16 rows of 4 KiB apart (one cache set), took 0.6 ms
-/// of an `lstm_mid` forward pass for its 1 MiB `W_hh`, against 0.15 ms.
-fn stacked_transpose<T: Float>(ws: &[&[T]], rows: usize) -> Vec<T> {
-    use rayon::prelude::*;
-    const TILE: usize = 16;
-    let ld = rows + ROW_PAD;
-    let len = ws.iter().map(|w| w.len() / rows).sum::<usize>() * ld;
-    let mut t = pool::scratch(len);
-    // Bands of 16 rows of the result (16 columns of one matrix), each written whole.
-    let mut bands = Vec::new();
-    let mut rest = &mut t[..];
-    for w in ws {
-        let cols = w.len() / rows;
-        let (part, r) = rest.split_at_mut(cols * ld);
-        rest = r;
-        for (k, band) in part.chunks_mut(TILE * ld).enumerate() {
-            bands.push((*w, cols, k * TILE, band));
-        }
-    }
-    let run = |(w, cols, j0, band): (&[T], usize, usize, &mut [T])| {
-        for i0 in (0..rows).step_by(TILE) {
-            for (j, t) in (j0..).zip(band.chunks_exact_mut(ld)) {
-                for i in i0..(i0 + TILE).min(rows) {
-                    t[i] = w[i * cols + j];
-                }
-            }
-        }
-    };
-    match len >= PAR_TRANSPOSE {
-        true => bands.into_par_iter().for_each(run),
-        false => bands.into_iter().for_each(run),
-    }
-    t
-}
-
-/// Values from which [`stacked_transpose`] runs its bands on rayon's threads: `lstm_mid`'s
-/// 384 × 1024 weights took 0.32–0.34 ms on one of this project's two cores, 0.16 on both.
-const PAR_TRANSPOSE: usize = 1 << 16;
 
 /// Whether a layer with a dense input computes its input projection inside each step, as
 /// one product `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ` per block of rows, instead of hoisting
