@@ -181,8 +181,10 @@ pub fn for_gates(gates: usize, nonlinearity: Option<&str>) -> crate::Result<Cell
 /// Defines `fn $name<T: Float>(args)` that runs its body compiled for the widest vector
 /// instructions the CPU has, picked at run time: AVX-512 (F, VL, DQ, BW) or AVX2 + FMA on
 /// x86-64, else the baseline. The body is the same code each time and does elementwise IEEE
-/// arithmetic only (no fused multiply-adds: Rust does not contract `a·b + c`), so every level
-/// gives the same bits; only the vector width differs.
+/// arithmetic only, so every level gives the same bits; only the vector width differs. Rust
+/// never contracts `a·b + c`; the fused multiply-adds that f32's `exp` and `tanh` write out
+/// (`mul_add`) are exactly rounded on every level: one instruction with FMA, the C library's
+/// `fmaf` on a CPU without it (a call per value: that level no longer vectorises them).
 macro_rules! simd_fn {
     ($(#[$m:meta])* fn $name:ident<T: Float>($($a:ident: $t:ty),* $(,)?) $body:block) => {
         $(#[$m])*

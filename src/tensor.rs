@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 ///
 /// [`Float::tanh_act`] and [`Float::sigmoid_act`] are the activations of the cells: for `f64`
 /// the standard library's (the reference of the differential tests), for `f32` branch-free
-/// versions that the compiler vectorises (within 2 ulp of the correctly rounded value,
-/// PyTorch's values at ±inf and NaN; see `tests` below).
+/// versions that the compiler vectorises where the CPU has FMA (within 2 ulp of the correctly
+/// rounded value, PyTorch's values at ±inf and NaN; see `tests` below).
 pub trait Float:
     num_traits::Float + num_traits::FromPrimitive + Default + std::fmt::Debug + Send + Sync + 'static
 {

@@ -1,9 +1,9 @@
 //! The CPU path chooses by shape how a layer projects its input: before the time loop for
 //! all steps at once (`X·W_ihᵀ`, one product of `[T·B, I]`), or inside each step as one
-//! product `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ` per block of batch rows (batches of 16 rows and
-//! more, for cells whose biases fold). Rows of a batch are independent, so the first rows of
-//! a wide batch (stepped) must agree with the same rows run as a narrow batch (hoisted), in
-//! values and in gradients.
+//! product `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ` per block of batch rows (at least two blocks of
+//! 8–16 rows: B ≥ 17, or 16 in both directions; cells whose biases fold). Rows of a batch are
+//! independent, so the first rows of a wide batch (stepped) must agree with the same rows run
+//! as a narrow batch (hoisted), in values and in gradients.
 
 mod common;
 

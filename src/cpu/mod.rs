@@ -1,11 +1,13 @@
 //! The CPU path: the same passes as the GPU, generic over `f32` and `f64`.
 //!
 //! It is the reference for the differential tests and a fair competitor in benchmarks: per
-//! layer, the input projection of all gates is one GEMM over all steps
-//! ([`crate::Float::gemm`], through the `gemm` crate, cut into blocks on rayon's threads when
-//! large), then each direction's time loop runs in blocks of batch rows on rayon's threads
-//! (`blocks`): per step one `[rows, R] × [R, G·H]` GEMM and the cell's pointwise step
-//! ([`crate::cell::CellMath`]).
+//! layer, each direction's time loop runs in blocks of batch rows on rayon's threads
+//! (`blocks`): per step one GEMM ([`crate::Float::gemm`], through the `gemm` crate) and the
+//! cell's pointwise step ([`crate::cell::CellMath`]). The step's GEMM is
+//! `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ`, `[rows, I + R] × [I + R, G·H]`, where
+//! [`input_per_step`] says so; otherwise the input projection of all steps is one GEMM
+//! before the loop (cut into blocks on rayon's threads when large) and the step's is
+//! `[rows, R] × [R, G·H]`.
 
 mod backward;
 mod blocks;
@@ -524,8 +526,9 @@ struct Recurrence<'a, T: Float> {
 
 impl<T: Float> Recurrence<'_, T> {
     /// Runs direction `d` of the layer through time for the batch rows `rows`: per step, the
-    /// rows' `h_{t-1}`, one `[rows, R] × [R, G·H]` product, the cell's pointwise step, and with
-    /// a projection one `[rows, H] × [H, P]` product.
+    /// rows' `h_{t-1}` (and `x_t` with `x`), one `[rows, R] × [R, G·H]` product (with `x`,
+    /// `[rows, I + R] × [I + R, G·H]`), the cell's pointwise step, and with a projection one
+    /// `[rows, H] × [H, P]` product.
     ///
     /// # Safety
     /// No other call at the same time may have the same direction and a row of `rows`.
