@@ -508,8 +508,8 @@ struct Recurrence<'a, T: Float> {
     x: Option<&'a [T]>,
     /// Per direction: the transposed weights of the per-step product with padded rows
     /// ([`PackedWeights`]), `[I + R, G·H]` (`[W_ih | W_hh]ᵀ`) with `x`, else `W_hhᵀ`
-    /// `[R, G·H]` for B > 1 (for B = 1 `W_hh` is read as it is); and the biases that start
-    /// the product `[G·H]`.
+    /// `[R, G·H]` for B > 1 (for B = 1 `W_hh` is read as it is); and the biases `[G·H]` that
+    /// start the product (with `x`, that the cell adds to it).
     rec_w: &'a [StepWeights<T>],
     /// The layer's output `[T, B, D·R]`.
     y: Shared<'a, T>,
@@ -561,9 +561,9 @@ impl<T: Float> Recurrence<'_, T> {
         let lda = i_x + r;
         let mut a = vec![T::zero(); nr * lda];
         let mut c_prev = vec![T::zero(); nr * c_len];
-        let mut rec = pool::scratch(nr * gh); // every step starts it with its biases
-        // What the cell adds to the product: the hoisted projection, or zeros (exact).
-        let zeros = vec![T::zero(); if self.x.is_some() { gh } else { 0 }];
+        // Every step writes it whole: the product alone with `x` (the cell adds the biases,
+        // as its input term), else the product on top of the biases that start it.
+        let mut rec = pool::scratch(nr * gh);
         // Without `keep`, every row's saved activations go to one row that stays in L1.
         let mut scratch = vec![T::zero(); if self.keep { 0 } else { s_h }];
         for s in 0..t_len {
@@ -590,9 +590,11 @@ impl<T: Float> Recurrence<'_, T> {
                     }
                 }
             }
-            // R = [x_t |] h_{t-1}·[W_ih |] W_hhᵀ + its biases.
-            for row in rec.chunks_exact_mut(gh) {
-                row.copy_from_slice(rec_init);
+            // R = [x_t |] h_{t-1}·[W_ih |] W_hhᵀ (+ its biases without `x`).
+            if self.x.is_none() {
+                for row in rec.chunks_exact_mut(gh) {
+                    row.copy_from_slice(rec_init);
+                }
             }
             T::gemm(
                 nr,
@@ -605,7 +607,11 @@ impl<T: Float> Recurrence<'_, T> {
                 w_rec,
                 rsw,
                 csw,
-                T::one(),
+                if self.x.is_some() {
+                    T::zero()
+                } else {
+                    T::one()
+                },
                 &mut rec,
                 gh,
                 1,
@@ -628,8 +634,9 @@ impl<T: Float> Recurrence<'_, T> {
                         true => self.saved.at((d * t_len * b + row) * s_h, s_h),
                         false => &mut scratch[..],
                     };
+                    // The cell's input term: with `x` the biases (the product holds the rest).
                     let x = match self.x {
-                        Some(_) => &zeros[..],
+                        Some(_) => &rec_init[..],
                         None => &proj_x[row * gh..][..gh],
                     };
                     cell.forward(
