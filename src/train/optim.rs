@@ -1,6 +1,9 @@
 //! Optimizers and gradient clipping, on flat slices (the GPU runs `shaders/optim.wgsl`, the
 //! same arithmetic in the same precision).
 
+use crate::cell::simd_fn;
+use crate::tensor::Float;
+
 /// An optimizer and its hyperparameters, with PyTorch's update rules.
 ///
 /// # Example
@@ -113,9 +116,41 @@ pub fn clip_scale(squared_norm: f32, max_norm: Option<f32>) -> f32 {
     }
 }
 
-/// Squared L2 norm, summed in order.
+/// Squared L2 norm in a fixed order: 16 running sums of fused multiply-adds (value `i` into
+/// sum `i mod 16`), then those 16 added pairwise. The same bits on every CPU and SIMD level;
+/// one dependent chain of `fmaf` calls in element order took 0.3 ms of an `lstm_mid` training
+/// step (395 K parameters) on this project's AMD EPYC.
 pub fn squared_norm(g: &[f32]) -> f32 {
-    g.iter().fold(0.0f32, |acc, &v| v.mul_add(v, acc))
+    let mut sums = [0.0f32; LANES];
+    sum_squares(g, &mut sums);
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for j in 0..n {
+            sums[j] += sums[j + n];
+        }
+    }
+    sums[0]
+}
+
+/// The running sums of [`squared_norm`].
+const LANES: usize = 16;
+
+simd_fn! {
+    /// Adds `g[i]²` into `sums[i mod 16]` (`sums` holds 16 values).
+    fn sum_squares<T: Float>(g: &[T], sums: &mut [T]) {
+        let sums: &mut [T; LANES] = sums.try_into().expect("16 running sums");
+        let chunks = g.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                sums[j] = c[j].mul_add(c[j], sums[j]);
+            }
+        }
+        for (s, &v) in sums.iter_mut().zip(rest) {
+            *s = v.mul_add(v, *s);
+        }
+    }
 }
 
 /// One update of `params` in place from `grads · scale`, at step `t ≥ 1`, with the optimizer's
@@ -154,5 +189,29 @@ pub fn update(
                 params[i] -= lr * g / (v.sqrt() + eps);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squared_norm_agrees_with_f64_at_every_length() {
+        assert_eq!(squared_norm(&[]), 0.0);
+        assert_eq!(squared_norm(&[3.0, 4.0]), 25.0);
+        for n in [1, 15, 16, 17, 33, 1000, 4099] {
+            let g: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let want: f64 = g.iter().map(|&v| v as f64 * v as f64).sum();
+            let got = squared_norm(&g) as f64;
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "n = {n}: {got} against {want}"
+            );
+        }
+        assert!(squared_norm(&[1.0, f32::NAN]).is_nan());
+        assert_eq!(squared_norm(&[f32::INFINITY, 1.0]), f32::INFINITY);
     }
 }
