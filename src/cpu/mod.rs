@@ -489,7 +489,7 @@ fn fitted<T: Float>(shape: Vec<usize>, v: Vec<T>) -> Result<Tensor<T>> {
 }
 
 /// A direction's per-step product: its packed weights (none when `W_hh` is read as it is)
-/// and the biases that start it.
+/// and its biases (that start it, or that the cell adds to it; [`Recurrence::rec_w`]).
 type StepWeights<T> = (Option<Arc<Vec<T>>>, Vec<T>);
 
 /// One layer's time loop, shared by its items (a direction and a block of batch rows each,
