@@ -4,10 +4,10 @@
 //! layer, each direction's time loop runs in blocks of batch rows on rayon's threads
 //! (`blocks`): per step one GEMM ([`crate::Float::gemm`], through the `gemm` crate) and the
 //! cell's pointwise step ([`crate::cell::CellMath`]). The step's GEMM is
-//! `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ`, `[rows, I + R] × [I + R, G·H]`, where
-//! `input_per_step` says so (a dense input, two blocks or more, biases that fold); otherwise the input projection of all steps is one GEMM
-//! before the loop (cut into blocks on rayon's threads when large) and the step's is
-//! `[rows, R] × [R, G·H]`.
+//! `[x_t | h_{t-1}]·[W_ih | W_hh]ᵀ`, `[rows, I + R] × [I + R, G·H]`, where `input_per_step`
+//! says so (a dense input, two blocks or more, biases that fold); otherwise the input
+//! projection of all steps is one GEMM before the loop (cut into blocks on rayon's threads
+//! when large) and the step's is `[rows, R] × [R, G·H]`.
 
 mod backward;
 mod blocks;
